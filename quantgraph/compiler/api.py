@@ -1,0 +1,52 @@
+"""quantgraph.compile(): model in, CompiledModel out."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence, Union
+
+import onnx
+
+from quantgraph import config
+from quantgraph.compiler.executable import CompiledModel
+from quantgraph.compiler.passes.infer_shapes import infer_shapes
+from quantgraph.errors import InputError
+from quantgraph.ir.graph import Graph
+from quantgraph.ir.shapes import normalize_shape
+from quantgraph.ir.verify import verify
+
+ModelLike = Union[Graph, str, os.PathLike, bytes, onnx.ModelProto]
+
+
+def to_graph(model: ModelLike) -> Graph:
+    """An ir.Graph for a Graph (copied), an ONNX path, bytes or ModelProto."""
+    if isinstance(model, Graph):
+        return model.copy()
+    from quantgraph.frontends.onnx import import_onnx
+
+    return import_onnx(model)
+
+
+def compile(model: ModelLike, opt_level: int = 2, input_shapes: Mapping[str, Sequence[Any]] | None = None,
+            **options: Any) -> CompiledModel:
+    """Compile a model for this CPU.
+
+    Args:
+        model: an ``ir.Graph``, an ONNX file path, serialized bytes or an ``onnx.ModelProto``.
+        opt_level: 0 runs the reference interpreter on the imported graph; higher levels add graph passes and
+            compiled kernels as they land (today every level executes with the reference interpreter).
+        input_shapes: override declared input shapes, e.g. ``{"x": ("N", 3, 224, 224)}`` for a dynamic batch.
+    """
+    if options:
+        raise TypeError(f"compile() got unknown option(s) {sorted(options)}")
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level must be 0..3, got {opt_level}")
+    graph = to_graph(model)
+    if input_shapes:
+        for name, shape in input_shapes.items():
+            if name not in graph.inputs:
+                raise InputError(f"input_shapes names '{name}', which is not an input; inputs: {graph.inputs}")
+            graph.set_tensor(graph.tensors[name].with_(shape=normalize_shape(shape)))
+        infer_shapes(graph)
+    if config.get().verify:
+        verify(graph)
+    return CompiledModel(graph, opt_level=opt_level)

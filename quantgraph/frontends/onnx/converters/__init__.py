@@ -1,0 +1,6 @@
+"""ONNX converters, one module per op family (mirrors quantgraph/ir/ops). Importing this registers them all."""
+from __future__ import annotations
+
+from quantgraph.frontends.onnx.converters import (  # noqa: F401
+    elementwise, logic, misc, nn, norm, pool, quant, reduce, rnn, shape,
+)

@@ -1,0 +1,210 @@
+"""ONNX ModelProto (or a path to one) -> ir.Graph.
+
+Initializers and ``Constant`` nodes become constants; each node goes through the converter registered for its
+op and the model's opset. Every unsupported node of the model is reported in one UnsupportedOpError.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantgraph.errors import ModelLoadError, QuantgraphError, UnsupportedOpError
+from quantgraph.frontends.onnx.context import ConvertContext
+from quantgraph.frontends.onnx.dtypes import ir_dtype, onnx_type_name
+from quantgraph.frontends.onnx.registry import ONNX_CONVERTERS
+from quantgraph.ir.graph import Graph
+
+ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+#: the oldest default-domain opset we convert; ONNX guarantees the newest the installed onnx knows
+MIN_OPSET = 7
+MAX_OPSET = onnx.defs.onnx_opset_version()
+_DOMAIN_ALIASES = {"ai.onnx": ""}
+
+
+def _load_converters() -> None:
+    import quantgraph.frontends.onnx.converters  # noqa: F401  (registers every converter)
+
+
+def read_model(model: ModelLike) -> onnx.ModelProto:
+    """Read a model from a path, bytes or ModelProto, with errors that name the file."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            return onnx.load_model_from_string(bytes(model))
+        except Exception as exc:
+            raise ModelLoadError(f"bytes are not an ONNX model: {type(exc).__name__}: {exc}") from exc
+    path = os.fspath(model)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model file '{path}' does not exist")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"model path '{path}' is a directory; expected an .onnx file")
+    try:
+        proto = onnx.load(path)
+    except Exception as exc:
+        raise ModelLoadError(f"'{path}' is not a readable ONNX model (truncated or not protobuf?): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0):
+        raise ModelLoadError(f"'{path}' parsed but holds no graph; is it an ONNX model?")
+    return proto
+
+
+def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    opsets = {}
+    for imp in proto.opset_import:
+        opsets[_DOMAIN_ALIASES.get(imp.domain, imp.domain)] = int(imp.version)
+    if "" not in opsets:
+        opsets[""] = MAX_OPSET if not proto.opset_import else min(opsets.values(), default=MAX_OPSET)
+    return opsets
+
+
+def _attr_value(a: onnx.AttributeProto) -> Any:
+    if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        raise NotImplementedError("subgraph attributes (If/Loop/Scan bodies) are not supported")
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, list):
+        if v and isinstance(v[0], bytes):
+            return tuple(x.decode("utf-8") for x in v)
+        if v and isinstance(v[0], onnx.TensorProto):
+            return tuple(numpy_helper.to_array(x) for x in v)
+        return tuple(v)
+    return v
+
+
+def _value_shape(vi: onnx.ValueInfoProto) -> tuple[Any, ...] | None:
+    tt = vi.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    dims: list[Any] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(str(d.dim_param))
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def _check_supported(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
+    problems = []
+    for i, n in enumerate(proto.graph.node):
+        domain = _DOMAIN_ALIASES.get(n.domain, n.domain)
+        name = n.name or f"{n.op_type}_{i}"
+        version = opsets.get(domain)
+        if version is None:
+            problems.append(f"'{name}' ({n.op_type}, domain '{domain}'): the model imports no opset for this domain")
+            continue
+        conv = ONNX_CONVERTERS.lookup(domain, n.op_type, version)
+        if conv is None:
+            known = ONNX_CONVERTERS.versions(domain, n.op_type)
+            why = (f"supported since {', '.join(map(str, known))}" if known else "no converter")
+            problems.append(f"'{name}' ({n.op_type}, domain '{domain or 'ai.onnx'}', opset {version}): {why}")
+    if problems:
+        raise UnsupportedOpError(f"onnx model has {len(problems)} unsupported node(s):\n  " + "\n  ".join(problems))
+
+
+def _input_tensor(arr_proto: onnx.TensorProto, what: str) -> np.ndarray:
+    ir_dtype(arr_proto.data_type, what)  # raises for unsupported element types
+    if arr_proto.data_location == onnx.TensorProto.EXTERNAL:
+        raise ModelLoadError(f"{what} keeps its data in an external file that was not loaded; load the model "
+                             f"from its path so onnx can find the data")
+    return numpy_helper.to_array(arr_proto)
+
+
+def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
+    """Convert an ONNX model (path, bytes or ModelProto) to an ir.Graph."""
+    _load_converters()
+    proto = read_model(model)
+    opsets = _opsets(proto)
+    if opsets[""] > MAX_OPSET:
+        raise UnsupportedOpError(f"model uses opset {opsets['']} but the installed onnx knows only up to "
+                                 f"{MAX_OPSET}")
+    _check_supported(proto, opsets)
+    og = proto.graph
+    graph = Graph(name or og.name or "model")
+    graph.reserved = {v for n in og.node for v in list(n.input) + list(n.output)} | {i.name for i in og.input} | {
+        t.name for t in og.initializer}
+    for t in og.initializer:
+        arr = _input_tensor(t, f"initializer '{t.name}'")
+        graph.add_const(arr, name=t.name, dtype=ir_dtype(t.data_type, f"initializer '{t.name}'"))
+    for t in og.sparse_initializer:
+        raise UnsupportedOpError(f"sparse initializer '{t.values.name}' is not supported")
+    for vi in og.input:
+        if vi.name in graph.tensors:  # IR < 4 lists initializers as inputs too; the initializer wins
+            continue
+        if not vi.type.HasField("tensor_type"):
+            raise UnsupportedOpError(f"graph input '{vi.name}' is not a tensor (sequence/map/optional inputs are "
+                                     f"not supported)")
+        graph.add_input(vi.name, _value_shape(vi), ir_dtype(vi.type.tensor_type.elem_type,
+                                                            f"graph input '{vi.name}'"))
+    for i, n in enumerate(og.node):
+        _convert_node(graph, n, i, opsets)
+    for vo in og.output:
+        if vo.name not in graph.tensors:
+            raise ModelLoadError(f"graph output '{vo.name}' is not produced by any node")
+    graph.set_outputs([vo.name for vo in og.output])
+    graph.reserved = set()
+    return graph
+
+
+def _convert_node(graph: Graph, n: onnx.NodeProto, index: int, opsets: dict[str, int]) -> None:
+    domain = _DOMAIN_ALIASES.get(n.domain, n.domain)
+    version = opsets[domain]
+    conv = ONNX_CONVERTERS.lookup(domain, n.op_type, version)
+    assert conv is not None  # _check_supported ran
+    node_name = graph.unique_name(n.name or f"{n.op_type}_{index}")
+    try:
+        attrs = {a.name: _attr_value(a) for a in n.attribute}
+    except NotImplementedError as exc:
+        raise UnsupportedOpError(str(exc), node_name, n.op_type) from None
+    allowed = conv.attr_names
+    if allowed is not None:
+        unexpected = sorted(set(attrs) - allowed)
+        if unexpected:
+            raise UnsupportedOpError(f"attribute(s) {', '.join(unexpected)} not supported by the converter "
+                                     f"(opset {version}; known: {', '.join(sorted(allowed)) or 'none'})",
+                                     node_name, n.op_type)
+    for t in n.input:
+        if t and t not in graph.tensors:
+            raise ModelLoadError(f"input '{t}' is not produced by an earlier node, an initializer or a graph input "
+                                 f"(nodes must be topologically sorted)", node_name, n.op_type)
+    ctx = ConvertContext(graph, node_name, n.op_type, version, list(n.output))
+    inputs = [t if t else None for t in n.input]
+    try:
+        result = conv.fn(ctx, *inputs, **attrs)
+    except QuantgraphError:
+        raise
+    except TypeError as exc:  # arity mismatch between the node and the converter signature
+        raise UnsupportedOpError(f"cannot convert: {exc}", node_name, n.op_type) from exc
+    results = [result] if isinstance(result, str) else list(result)
+    for i, want in enumerate(n.output):
+        if not want:
+            continue
+        got = results[i] if i < len(results) else None
+        if not got:
+            raise UnsupportedOpError(f"optional output {i} ('{want}') is not supported by the converter",
+                                     node_name, n.op_type)
+        if got == want:
+            continue
+        if got in ctx.created and got not in graph.outputs and not _used_elsewhere(results, i, got):
+            graph.rename_tensor(got, want)
+        else:  # the output is an existing tensor (pass-through): give it its ONNX name with an Identity
+            graph.add("Identity", [got], name=graph.unique_name(f"{node_name}/Identity"), outputs=[want])
+
+
+def _used_elsewhere(results: list[Any], i: int, t: str) -> bool:
+    return any(r == t for j, r in enumerate(results) if j != i)
+
+
+def dtype_of(elem_type: int) -> str:
+    return onnx_type_name(elem_type)

@@ -1,0 +1,16 @@
+"""Op definitions, one module per family. Importing ``load_all`` registers every op."""
+from __future__ import annotations
+
+import importlib
+
+_MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "reduce", "quant", "rnn", "misc")
+_loaded = False
+
+
+def load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _MODULES:
+        importlib.import_module(f"quantgraph.ir.ops.{mod}")
