@@ -5,6 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from quantgraph import config
 from quantgraph.errors import InputError
 from quantgraph.ir import interpreter
 from quantgraph.ir.dtypes import dtype_name, to_numpy
@@ -47,7 +48,8 @@ class CompiledModel:
         return dict(zip(self.graph.outputs, self(dict(feeds))))
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return interpreter.run(self.graph, feeds)
+        # with verification on (always in tests) every computed value is checked against its inferred type
+        return interpreter.run(self.graph, feeds, check_types=config.get().verify)
 
     # -- input validation -------------------------------------------------------------------------------------
     def _feeds(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ class _Arrays:
             return {"strings": arr.astype(str).tolist(), "shape": list(arr.shape)}
         key = f"a{len(self.arrays)}"
         stored = arr.view(np.uint16) if str(arr.dtype) == "bfloat16" else arr
-        self.arrays[key] = np.ascontiguousarray(stored)
+        self.arrays[key] = np.array(stored, order="C", copy=True)  # (ascontiguousarray would make 0-d arrays 1-d)
         return {"npz": key, "dtype": str(arr.dtype)}
 
 
@@ -142,9 +142,12 @@ def load(path: str | os.PathLike) -> Graph:
         raise ModelLoadError(f"graph file '{path}' does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"'{path}' is not a quantgraph IR JSON file: {exc}") from exc
-    npz = os.path.join(os.path.dirname(path), doc.get("arrays", ""))
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelLoadError(f"'{path}' is not a quantgraph IR document (format="
+                             f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+    npz = os.path.join(os.path.dirname(path), str(doc.get("arrays", "")))
     try:
         with np.load(npz, allow_pickle=False) as arrays:
             return from_dict(doc, {k: arrays[k] for k in arrays.files})
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise ModelLoadError(f"array file '{npz}' of graph '{path}' does not exist") from None

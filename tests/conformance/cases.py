@@ -142,8 +142,8 @@ def compare(got: list[np.ndarray], want: list[Any], rtol: float, atol: float) ->
             np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
             continue
         assert g.dtype == w.dtype, f"output {i}: dtype {g.dtype}, expected {w.dtype}"
-        if w.dtype.kind in "fc":
-            np.testing.assert_allclose(g.astype(np.float64) if g.dtype.itemsize < 4 else g,
+        if w.dtype.kind in "fc" or w.dtype.name == "bfloat16":
+            np.testing.assert_allclose(g.astype(np.float64) if g.dtype.itemsize < 4 else g,  # half types
                                        w.astype(np.float64) if w.dtype.itemsize < 4 else w,
                                        rtol=rtol, atol=atol, err_msg=f"output {i}")
         else:

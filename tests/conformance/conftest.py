@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 _results: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 _reasons: collections.Counter = collections.Counter()
@@ -16,9 +17,17 @@ def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
     elif report.skipped and report.when in ("setup", "call"):
         _results[suite]["skipped"] += 1
         reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _reasons[reason.replace("Skipped: ", "").split(":")[0]] += 1
+        _reasons[_reason_key(reason)] += 1
     elif report.failed and report.when == "setup":
         _results[suite]["failed"] += 1
+
+
+def _reason_key(reason: str) -> str:
+    """Group skip reasons: drop node/tensor names so equal causes count together."""
+    reason = reason.replace("Skipped: ", "")
+    reason = re.sub(r"node '[^']*' ", "", reason)
+    reason = re.sub(r"(graph input|initializer|graph output) '[^']*'", r"\1", reason)
+    return reason.split("\n")[0][:140]
 
 
 def pytest_terminal_summary(terminalreporter):  # type: ignore[no-untyped-def]
@@ -28,5 +37,5 @@ def pytest_terminal_summary(terminalreporter):  # type: ignore[no-untyped-def]
     tr.section("ONNX conformance")
     for suite, c in sorted(_results.items()):
         tr.write_line(f"{suite}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
-    for reason, n in _reasons.most_common(12):
+    for reason, n in _reasons.most_common(25):
         tr.write_line(f"  skipped {n:4d}: {reason}")

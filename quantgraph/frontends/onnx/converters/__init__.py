@@ -3,4 +3,5 @@ from __future__ import annotations
 
 from quantgraph.frontends.onnx.converters import (  # noqa: F401
     elementwise, logic, misc, nn, norm, pool, quant, reduce, rnn, shape,
+    indexing, resize,
 )

@@ -124,7 +124,7 @@ for _op in ("Max", "Min", "Sum", "Mean"):
 
 
 @onnx_op("Clip", since=1)
-def Clip(g: ConvertContext, input: str, min: str | None = None, max: str | None = None, *,  # noqa: A002
+def Clip(g: ConvertContext, input: str, min_input: str | None = None, max_input: str | None = None, *,
          consumed_inputs: Any = None, **bounds: float) -> str:
     # opset < 11: min/max are float attributes; from 11 on they are optional scalar inputs
     if g.opset < 11:
@@ -137,4 +137,4 @@ def Clip(g: ConvertContext, input: str, min: str | None = None, max: str | None 
         return g.add("Clip", [input, lo, hi])
     if bounds:
         raise g.unsupported(f"attribute(s) {', '.join(sorted(bounds))} not supported from opset 11 on")
-    return g.add("Clip", [input, min, max])
+    return g.add("Clip", [input, min_input, max_input])
