@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "indexing", "resize", "reduce", "quant", "rnn", "misc")
+_MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "indexing", "resize", "reduce", "quant", "rnn",
+            "misc", "fused")
 _loaded = False
 
 
