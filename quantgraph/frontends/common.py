@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+ConverterFn = Callable[..., Any]
+
+
 @dataclass(frozen=True)
 class Converter:
     op_type: str
@@ -29,8 +32,7 @@ class ConverterTable:
         self.frontend = frontend
         self._table: dict[tuple[str, str], list[Converter]] = {}
 
-    def register(self, op_type: str, since: int = 1, domain: str = "") -> Callable[[Callable[..., Any]],
-                                                                                  Callable[..., Any]]:
+    def register(self, op_type: str, since: int = 1, domain: str = "") -> Callable[[ConverterFn], ConverterFn]:
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             versions = self._table.setdefault((domain, op_type), [])
             if any(c.since == since for c in versions):

@@ -184,6 +184,10 @@ class Graph:
             if t:
                 self.tensors[t] = TensorInfo(t, normalize_shape(ty.shape), ty.dtype)
                 self._producer[t] = node.name
+        self._link(node)
+
+    def _link(self, node: Node) -> None:
+        """Add ``node`` to the networkx graph with an edge from the producer of each input."""
         self._g.add_node(node.name, node=node)
         self._order[node.name] = next(self._seq)
         for slot, t in enumerate(node.inputs):
@@ -208,13 +212,7 @@ class Graph:
                 assert info is not None and info.name == t
                 self.tensors[t] = info
                 self._producer[t] = node.name
-        self._g.add_node(node.name, node=node)
-        self._order[node.name] = next(self._seq)
-        for slot, t in enumerate(node.inputs):
-            p = self._producer.get(t) if t else None
-            if p is not None:
-                self._g.add_edge(p, node.name, tensor=t, slot=slot)
-        self._topo_cache = None
+        self._link(node)
 
     # -- editing ----------------------------------------------------------------------------------------------
     def _replace_node(self, old: Node, new: Node) -> None:
@@ -268,8 +266,8 @@ class Graph:
         p = self._producer.pop(old, None)
         if p is not None:
             pn = self.node(p)
-            self._g.nodes[p]["node"] = Node(pn.name, pn.op, pn.inputs, tuple(new if t == old else t for t in
-                                                                              pn.outputs), pn.attrs)
+            outs = tuple(new if t == old else t for t in pn.outputs)
+            self._g.nodes[p]["node"] = Node(pn.name, pn.op, pn.inputs, outs, pn.attrs)
             self._producer[new] = p
         for n in self.consumers(old):
             self.set_inputs_of(n, [new if t == old else t for t in n.inputs])

@@ -127,8 +127,8 @@ def test_eyelike_onehot_cumsum_einsum_det_first_versions() -> None:
     sq = np.random.default_rng(1).standard_normal((2, 3, 3)).astype(np.float32)
     check(make_model("EyeLike", 9, {"x": X}, dtype=TensorProto.INT32, k=1), {"x": X})
     idx = np.array([[0, 2], [1, 5]], np.int64)
-    check(make_model("OneHot", 9, {"i": idx}, inits={"d": np.array(4, np.int64),
-                                                   "v": np.array([1, 3], np.float32)}, axis=1), {"i": idx})
+    inits = {"d": np.array(4, np.int64), "v": np.array([1, 3], np.float32)}
+    check(make_model("OneHot", 9, {"i": idx}, inits=inits, axis=1), {"i": idx})
     check(make_model("CumSum", 11, {"x": X}, inits={"a": np.array(1, np.int32)}, exclusive=1), {"x": X})
     check(make_model("Einsum", 12, {"a": X, "b": X.T.copy()}, equation="ij,jk->ik"), {"a": X, "b": X.T.copy()},
           rtol=1e-5)

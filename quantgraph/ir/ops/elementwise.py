@@ -43,10 +43,6 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.where(small, series, big)
 
 
-def _same(n: Node, x: TensorInfo, *rest: Any) -> TensorType:
-    return TensorType(x.shape, x.dtype)
-
-
 def _check_dtype(n: Node, x: TensorInfo, allowed: frozenset[str]) -> None:
     if x.dtype not in allowed:
         raise n.error(f"input has dtype {x.dtype}; {n.op} takes {', '.join(sorted(allowed))}")

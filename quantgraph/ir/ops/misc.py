@@ -12,23 +12,13 @@ import numpy as np
 
 from quantgraph.ir.dtypes import DTYPES, FLOAT, to_numpy
 from quantgraph.ir.node import Node
+from quantgraph.ir.ops.shape import axis_or_none as _axis
 from quantgraph.ir.ops.registry import REQUIRED, Fusion, op, same_type
-from quantgraph.ir.shapes import Dim, Shape, broadcast_shapes, normalize_axis
+from quantgraph.ir.shapes import Dim, Shape, broadcast_shapes
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
 # ---------------------------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def _axis(n: Node, axis: int, rank: int | None, what: str = "axis") -> int | None:
-    """``axis`` normalized into [0, rank); None when the rank is unknown. Raises a ShapeError naming the node."""
-    if rank is None:
-        return None
-    try:
-        return normalize_axis(axis, rank)
-    except ValueError:
-        raise n.error(f"{what} {axis} is out of range for input of rank {rank}; expected -{rank} <= {what} < "
-                      f"{rank}") from None
 
 
 def _scalar(n: Node, info: TensorInfo, what: str) -> Any | None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from quantgraph.ir.dtypes import dtype_name, to_numpy
 from quantgraph.ir.node import Node
+from quantgraph.ir.ops.shape import axis_or_none as _axis
 from quantgraph.ir.ops.registry import Fusion, REQUIRED, op, same_type
 from quantgraph.ir.shapes import Shape, normalize_axis
 from quantgraph.ir.tensor import TensorInfo, TensorType
@@ -41,14 +42,6 @@ _STASH = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 # -- shared helpers ----------------------------------------------------------------------------------------------
-def _axis(n: Node, axis: int, rank: int | None, what: str = "axis") -> int | None:
-    if rank is None:
-        return None
-    try:
-        return normalize_axis(axis, rank)
-    except ValueError:
-        raise n.error(f"{what} {axis} is out of range for input of rank {rank}; expected -{rank} <= {what} < "
-                      f"{rank}") from None
 
 
 def _stash(n: Node) -> np.dtype:

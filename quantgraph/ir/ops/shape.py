@@ -39,8 +39,13 @@ def vector_len(t: TensorInfo | None) -> int | None:
 def axis_of(n: Node, axis: int, rank: int, what: str = "axis") -> int:
     """``axis`` normalized into [0, rank), or a ShapeError naming the node."""
     if not -rank <= axis < rank:
-        raise n.error(f"{what} {axis} is out of range for a rank-{rank} input; expected [{-rank}, {rank - 1}]")
+        raise n.error(f"{what} {axis} is out of range for input of rank {rank}; expected -{rank} <= {what} < {rank}")
     return axis + rank if axis < 0 else axis
+
+
+def axis_or_none(n: Node, axis: int, rank: int | None, what: str = "axis") -> int | None:
+    """Like :func:`axis_of`, but None when the rank is unknown."""
+    return None if rank is None else axis_of(n, axis, rank, what)
 
 
 def axes_of(n: Node, axes: Sequence[int], rank: int, what: str = "axes") -> list[int]:
