@@ -3,7 +3,10 @@ consumed_inputs, softmax's pre-13 2-D coercion, GroupNormalization-18's per-grou
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+
+import quantgraph
 
 from quantgraph.errors import UnsupportedOpError
 from quantgraph.frontends.onnx.importer import import_onnx
@@ -45,11 +48,40 @@ def test_batch_norm_spatial0_per_activation_folds_to_mul_add() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_batch_norm_training_is_unsupported() -> None:
-    model = one_node_model("BatchNormalization", 15, [2, 3, 4], _bn_params(3), ["X", "s", "b", "m", "v"],
-                           n_out=3, training_mode=1)
-    with pytest.raises(UnsupportedOpError, match="training mode .* is not supported"):
+@pytest.mark.parametrize("opset, n_out, attrs", [(15, 3, {"training_mode": 1, "momentum": 0.7}),
+                                                 (14, 3, {"training_mode": 1}), (9, 5, {"momentum": 0.6}),
+                                                 (7, 5, {"spatial": 1}), (6, 5, {"is_test": 0})])
+def test_batch_norm_training_mode_matches_onnxruntime(opset: int, n_out: int, attrs: dict) -> None:
+    model = one_node_model("BatchNormalization", opset, [2, 3, 4, 5], _bn_params(3), ["X", "s", "b", "m", "v"],
+                           n_out=n_out, **attrs)
+    assert [n.op for n in import_onnx(model).nodes] == ["BatchNormalizationTraining"]
+    x = _x(2, 3, 4, 5)
+    if opset >= 7:
+        compare(model, x, rtol=1e-4, atol=1e-5)
+    got = quantgraph.compile(model, opt_level=0)(x)
+    mean, var = x.mean(axis=(0, 2, 3), dtype=np.float64), x.var(axis=(0, 2, 3), dtype=np.float64)
+    np.testing.assert_allclose(got[0].mean(axis=(0, 2, 3)), _bn_params_seen(model, "b"), atol=1e-5)
+    momentum = attrs.get("momentum", 0.9)
+    np.testing.assert_allclose(got[1], _bn_params_seen(model, "m") * momentum + mean * (1 - momentum), rtol=1e-5)
+    if n_out > 2:
+        np.testing.assert_allclose(got[2], _bn_params_seen(model, "v") * momentum + var * (1 - momentum), rtol=1e-5)
+
+
+def _bn_params_seen(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+def test_batch_norm_training_spatial0_is_unsupported() -> None:
+    model = one_node_model("BatchNormalization", 7, [2, 3, 4], _bn_params(3, 4), ["X", "s", "b", "m", "v"],
+                           n_out=5, spatial=0)
+    with pytest.raises(UnsupportedOpError, match="training mode with spatial=0 .* is not supported"):
         import_onnx(model)
+
+
+def test_batch_norm_training_flag_zero_stays_inference() -> None:
+    model = one_node_model("BatchNormalization", 15, [2, 3, 4], _bn_params(3), ["X", "s", "b", "m", "v"],
+                           training_mode=0)
+    assert [n.op for n in import_onnx(model).nodes] == ["BatchNormalization"]
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 
 _MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "indexing", "resize", "reduce", "quant", "rnn",
-            "misc", "fused")
+            "misc", "fused",
+            "attention", "detection", "loss")
 _loaded = False
 
 

@@ -20,6 +20,13 @@ from quantgraph.ir.tensor import TensorInfo, TensorType
 
 batch_norm = op("BatchNormalization", inputs="X scale B input_mean input_var", outputs="Y", fusion=Fusion.OPAQUE,
                 attrs={"epsilon": 1e-5}, doc="inference-mode BatchNormalization (ONNX-15 with training_mode=0)")
+batch_norm_train = op("BatchNormalizationTraining", inputs="X scale B input_mean input_var",
+                      outputs="Y running_mean? running_var? saved_mean? saved_inv_std?", fusion=Fusion.OPAQUE,
+                      attrs={"epsilon": 1e-5, "momentum": 0.9},
+                      doc="training-mode BatchNormalization (ONNX-15 training_mode=1): normalizes with the batch "
+                          "statistics and outputs the momentum-updated running ones (a separate op so that "
+                          "inference rewrites and kernels never see it); saved_mean/saved_inv_std are the batch mean "
+                          "and 1/sqrt(var + epsilon) that opsets < 14 also output (as onnxruntime computes them)")
 lrn = op("LRN", inputs="X", outputs="Y", fusion=Fusion.OPAQUE,
          attrs={"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": REQUIRED})
 softmax = op("Softmax", inputs="input", outputs="output", fusion=Fusion.REDUCE, attrs={"axis": -1})
@@ -99,6 +106,28 @@ def _(n: Node, x: np.ndarray, scale: np.ndarray, b: np.ndarray, mean: np.ndarray
     a = scale.astype(acc) / np.sqrt(var.astype(acc) + acc.type(n.attrs["epsilon"]))
     shift = b.astype(acc) - mean.astype(acc) * a
     return (x * _channel(a, x.ndim) + _channel(shift, x.ndim)).astype(x.dtype, copy=False)
+
+
+@batch_norm_train.infer
+def _(n: Node, x: TensorInfo, scale: TensorInfo, b: TensorInfo, mean: TensorInfo, var: TensorInfo) -> list[TensorType]:
+    y = batch_norm.run_infer(n, [x, scale, b, mean, var])[0]
+    c = x.shape[1] if x.shape is not None else None
+    return [y] + [TensorType((c,), x.dtype)] * 4
+
+
+@batch_norm_train.reference
+def _(n: Node, x: np.ndarray, scale: np.ndarray, b: np.ndarray, mean: np.ndarray,
+      var: np.ndarray) -> tuple[np.ndarray, ...]:
+    acc, axes = _acc(x), (0,) + tuple(range(2, x.ndim))
+    xa = x.astype(acc)
+    batch_mean, batch_var = xa.mean(axis=axes), xa.var(axis=axes)  # NOTE: biased variance, as ONNX specifies
+    y = (xa - _channel(batch_mean, x.ndim)) / np.sqrt(_channel(batch_var, x.ndim) + acc.type(n.attrs["epsilon"]))
+    y = y * _channel(scale.astype(acc), x.ndim) + _channel(b.astype(acc), x.ndim)
+    m = acc.type(n.attrs["momentum"])
+    running_mean = mean.astype(acc) * m + batch_mean * (1 - m)
+    running_var = var.astype(acc) * m + batch_var * (1 - m)
+    inv_std = 1 / np.sqrt(batch_var + acc.type(n.attrs["epsilon"]))
+    return tuple(v.astype(x.dtype) for v in (y, running_mean, running_var, batch_mean, inv_std))
 
 
 @instance_norm.infer

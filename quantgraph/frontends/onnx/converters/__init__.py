@@ -5,3 +5,4 @@ from quantgraph.frontends.onnx.converters import (  # noqa: F401
     elementwise, logic, misc, nn, norm, pool, quant, reduce, rnn, shape,
     indexing, resize,
 )
+from quantgraph.frontends.onnx.converters import attention, detection, loss  # noqa: F401

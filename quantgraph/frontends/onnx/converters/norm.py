@@ -1,10 +1,12 @@
 """ONNX converters: normalization ops and the softmax family.
 
 Version notes:
-* BatchNormalization-1..15 all become the inference-mode IR op; the old ``spatial``/``is_test``/
+* BatchNormalization-1..15 in inference mode become the inference IR op; the old ``spatial``/``is_test``/
   ``consumed_inputs`` attributes are accepted. ``spatial=0`` with per-activation (C, d1, ...) statistics is folded
-  into a constant Mul + Add. Training (``training_mode=1``, or old versions asked for running statistics) is
-  unsupported.
+  into a constant Mul + Add. Training (``training_mode=1`` from 14, or the statistics outputs asked for before)
+  becomes BatchNormalizationTraining, whose outputs are 14's (Y, running_mean, running_var) followed by the
+  batch mean and inverse standard deviation that opsets < 14 output as saved_mean/saved_var (the spec leaves
+  saved_var open; onnxruntime outputs 1/sqrt(var + epsilon), and so do we).
 * Softmax/LogSoftmax/Hardmax before 13 coerce the input to 2-D at ``axis`` (default 1); the IR op normalizes
   over one axis (default -1), so the old semantics become Reshape -> op(axis=-1) -> Reshape.
 * GroupNormalization-18 has one scale/bias per group; the IR op (21) wants one per channel, so constants repeat.
@@ -23,13 +25,18 @@ from quantgraph.ir.shapes import normalize_axis
 @onnx_op("BatchNormalization", since=1)
 def BatchNormalization(g: ConvertContext, X: str, scale: str, B: str, input_mean: str, input_var: str, *,
                        consumed_inputs: Any = None, epsilon: float = 1e-5, is_test: int = 0, momentum: float = 0.9,
-                       spatial: int = 1, training_mode: int = 0) -> str:
-    # NOTE: before opset 7 is_test=0 meant training, but inference exporters also left it at 0; without the
-    # statistics outputs the node's result is the inference one, which is how runtimes treat it too.
-    if training_mode or any(g.output_used(i) for i in range(1, 5)):
-        raise g.unsupported("training mode (training_mode=1 or running-statistics outputs) is not supported; "
-                            "export the model in inference mode")
+                       spatial: int = 1, training_mode: int = 0) -> Any:
+    # NOTE: before opset 14 training was signalled by asking for the statistics outputs (is_test=0 alone was left
+    # at 0 by inference exporters too); from 14 on it is training_mode, and the outputs exist only with it.
     params = [scale, B, input_mean, input_var]
+    training = bool(training_mode) if g.opset >= 14 else any(g.output_used(i) for i in range(1, 5))
+    if training:
+        if not spatial:
+            raise g.unsupported("training mode with spatial=0 (per-activation statistics) is not supported")
+        n_out = max(1, g.num_outputs)
+        outs = g.add("BatchNormalizationTraining", [X, *params], outputs=n_out, epsilon=float(epsilon),
+                     momentum=float(momentum))
+        return outs if n_out > 1 else outs[0]
     if spatial or all(g.info(p).rank == 1 for p in params):
         return g.add("BatchNormalization", [X, *params], epsilon=float(epsilon))
     return _per_activation_batch_norm(g, X, params, float(epsilon))
