@@ -9,6 +9,7 @@ import onnx
 from quantgraph import config
 from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
+from quantgraph.compiler.pipeline import optimize
 from quantgraph.errors import InputError
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.shapes import normalize_shape
@@ -32,8 +33,9 @@ def compile(model: ModelLike, opt_level: int = 2, input_shapes: Mapping[str, Seq
 
     Args:
         model: an ``ir.Graph``, an ONNX file path, serialized bytes or an ``onnx.ModelProto``.
-        opt_level: 0 runs the reference interpreter on the imported graph; higher levels add graph passes and
-            compiled kernels as they land (today every level executes with the reference interpreter).
+        opt_level: 0 runs the reference interpreter on the imported graph (the oracle); 1 adds cleanup passes
+            (constant folding, identity/dead-code elimination) and compiled kernels; 2 adds BatchNorm folding,
+            LayerNorm/GELU recognition and Conv/MatMul epilogue fusion; 3 adds the NHWC layout pass.
         input_shapes: override declared input shapes, e.g. ``{"x": ("N", 3, 224, 224)}`` for a dynamic batch.
     """
     if options:
@@ -49,4 +51,6 @@ def compile(model: ModelLike, opt_level: int = 2, input_shapes: Mapping[str, Seq
         infer_shapes(graph)
     if config.get().verify:
         verify(graph)
-    return CompiledModel(graph, opt_level=opt_level)
+    before = graph.op_counts()
+    graph, reports = optimize(graph, opt_level)
+    return CompiledModel(graph, opt_level=opt_level, optimized_from=before, pass_reports=reports)

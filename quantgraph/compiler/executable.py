@@ -1,6 +1,8 @@
 """CompiledModel: a compiled graph you can call with arrays."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,10 +24,24 @@ class CompiledModel:
     the first size seen in a call and must agree across inputs.
     """
 
-    def __init__(self, graph: Graph, opt_level: int = 0):
+    def __init__(self, graph: Graph, opt_level: int = 0, optimized_from: dict[str, int] | None = None,
+                 pass_reports: list | None = None):
         self.graph = graph
         self.opt_level = opt_level
+        self.optimized_from = optimized_from
+        self.pass_reports = list(pass_reports or [])
         self._inputs: list[TensorInfo] = [graph.tensors[t] for t in graph.inputs]
+        self._lowered: list | None = None
+        self._plans: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self.compile_seconds: dict[str, float] = {}
+        self._last_profile: dict[str, Any] | None = None
+        if opt_level > 0:
+            from quantgraph.compiler.lower import lower
+
+            t0 = time.perf_counter()
+            self._lowered = lower(graph)
+            self.compile_seconds["lower"] = time.perf_counter() - t0
 
     @property
     def input_names(self) -> list[str]:
@@ -48,8 +64,64 @@ class CompiledModel:
         return dict(zip(self.graph.outputs, self(dict(feeds))))
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # with verification on (always in tests) every computed value is checked against its inferred type
-        return interpreter.run(self.graph, feeds, check_types=config.get().verify)
+        if self._lowered is None:
+            # with verification on (always in tests) every computed value is checked against its inferred type
+            return interpreter.run(self.graph, feeds, check_types=config.get().verify)
+        plan = self.plan_for(feeds)
+        return dict(zip(self.graph.outputs, plan.run([feeds[t] for t in self.graph.inputs])))
+
+    def plan_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        """The execution plan for these inputs' shapes (built and cached on the first call with new shapes)."""
+        key = tuple(np.shape(feeds[t]) for t in self.graph.inputs)
+        plan = self._plans.get(key)
+        if plan is None:
+            from quantgraph.compiler.plan import build_plan
+            from quantgraph.kernels.fp32.threads import configure_threads
+
+            configure_threads(config.get().threads)
+            with self._lock:
+                t0 = time.perf_counter()
+                plan = build_plan(self.graph, self._lowered or [], dict(zip(self.graph.inputs, key)))
+                self.compile_seconds[f"plan{key}"] = time.perf_counter() - t0
+                self._plans[key] = plan
+        return plan
+
+    @property
+    def plans(self) -> dict[tuple, Any]:
+        """Plans built so far, keyed by the input-shape signature."""
+        return dict(self._plans)
+
+    def profile(self, *args: Any, repeats: int = 5, **kwargs: Any) -> dict[str, Any]:
+        """Time every step of the plan for these inputs (after one warm-up run); returns per-node and per-op seconds.
+
+        At opt_level 0 (interpreter) the whole run is timed as one entry.
+        """
+        feeds = self._feeds(args, kwargs)
+        if self._lowered is None:
+            self._execute(feeds)
+            best = min(_timed(lambda: self._execute(feeds)) for _ in range(max(1, repeats)))
+            prof = {"total": best, "per_node": {}, "per_op": {"interpreter": best}, "kernels": {}}
+        else:
+            plan = self.plan_for(feeds)
+            ordered = [feeds[t] for t in self.graph.inputs]
+            plan.run(ordered)
+            secs = plan.profile(ordered, repeats=repeats)
+            per_op: dict[str, float] = {}
+            kernels: dict[str, set] = {}
+            for ln, sec, kname in zip(plan.nodes, secs, plan.kernels):
+                per_op[ln.node.op] = per_op.get(ln.node.op, 0.0) + sec
+                kernels.setdefault(ln.node.op, set()).add(kname)
+            prof = {"total": sum(secs), "per_node": {ln.node.name: s for ln, s in zip(plan.nodes, secs)},
+                    "per_op": per_op, "kernels": {k: sorted(v) for k, v in kernels.items()}}
+        self._last_profile = prof
+        return prof
+
+    def summary(self) -> str:
+        """A text report: op counts before/after optimisation, fusions applied, kernels per op type, and time per op
+        type from the last ``profile()`` run."""
+        from quantgraph.compiler.report import format_summary
+
+        return format_summary(self)
 
     # -- input validation -------------------------------------------------------------------------------------
     def _feeds(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -110,6 +182,12 @@ class CompiledModel:
                 bound.setdefault(d, (s, info.name))
         return arr
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # noqa: D105
         ins = ", ".join(f"{i.name}: {i.describe()}" for i in self._inputs)
         return f"CompiledModel({self.graph.name}, inputs=[{ins}], {len(self.graph)} nodes, opt_level={self.opt_level})"
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

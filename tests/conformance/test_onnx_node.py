@@ -13,7 +13,11 @@ from tests.conformance.cases import Case, compare, node_cases, non_tensor_io, un
 CASES = node_cases()
 
 
-def run_case(case: Case) -> None:
+#: 0 is the reference interpreter; 2 adds fusion and compiled kernels; 3 adds the NHWC layout pass
+OPT_LEVELS = (0, 2, 3)
+
+
+def run_case(case: Case, opt_level: int) -> None:
     proto = case.proto()
     missing = unclaimed_ops(proto)
     if missing:
@@ -21,7 +25,7 @@ def run_case(case: Case) -> None:
     if non_tensor_io(proto):
         pytest.skip("unclaimed io: sequence/optional/map inputs or outputs")
     try:
-        model = quantgraph.compile(proto, opt_level=0)
+        model = quantgraph.compile(proto, opt_level=opt_level)
     except UnsupportedOpError as exc:
         pytest.skip(f"unsupported: {exc}")
     verify(model.graph)
@@ -34,6 +38,7 @@ def run_case(case: Case) -> None:
 
 
 @pytest.mark.conformance
+@pytest.mark.parametrize("opt_level", OPT_LEVELS, ids=lambda o: f"O{o}")
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_node_case(case: Case) -> None:
-    run_case(case)
+def test_node_case(case: Case, opt_level: int) -> None:
+    run_case(case, opt_level)

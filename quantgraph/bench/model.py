@@ -1,0 +1,123 @@
+"""``python -m quantgraph.bench model [--json] [--quick]``: fp32 end-to-end latency vs onnxruntime.
+
+ResNet-50 (dynamic batch; batch 1 and 16) and a 4-layer BERT-style encoder (hidden 384, seq 128, batch 1), built by
+``quantgraph.bench.models``, compiled at opt_level 2 and run side by side with onnxruntime (CPUExecutionProvider,
+all graph optimizations, intra-op threads = our thread count). Reports median latency and the ratio ours / ort.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from quantgraph.bench.common import ort_available, ort_session
+
+
+def _median_ms(fn: Callable[[], Any], budget: float, min_runs: int = 5, max_runs: int = 200) -> float:
+    fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < min_runs or (spent < budget and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+    return 1e3 * statistics.median(times)
+
+
+def _parse(argv: list[str]) -> Any:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m quantgraph.bench model", description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--quick", action="store_true", help="ResNet-50 batch 1 and BERT only, shorter timing")
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even when installed")
+    p.add_argument("--nhwc", action="store_true", help="also run ResNet-50 at opt_level 3 (NHWC layout pass)")
+    return p.parse_args(argv)
+
+
+def _optimize(graph: Any, opt_level: int = 2) -> tuple[Any, list]:
+    """Engineer P's pipeline when it is importable; otherwise the graph as imported (unfused)."""
+    try:
+        from quantgraph.compiler.pipeline import optimize
+    except ImportError:
+        return graph, []
+    result = optimize(graph, opt_level)
+    if isinstance(result, tuple):
+        return result[0], list(result[1] or [])
+    return result, list(getattr(result, "reports", []) or [])
+
+
+def compile_fp32(model: Any, threads: int | None, opt_level: int = 2) -> tuple[Any, dict[str, float]]:
+    """import -> optimize -> lower into a CompiledModel; returns it with per-stage compile seconds."""
+    from quantgraph.compiler.api import to_graph
+    from quantgraph.compiler.executable import CompiledModel
+
+    t0 = time.perf_counter()
+    graph = to_graph(model)
+    t1 = time.perf_counter()
+    before = graph.op_counts()
+    graph, reports = _optimize(graph, opt_level)
+    t2 = time.perf_counter()
+    cm = CompiledModel(graph, opt_level=opt_level, optimized_from=before, pass_reports=reports)
+    t3 = time.perf_counter()
+    return cm, {"import_s": t1 - t0, "optimize_s": t2 - t1, "lower_s": t3 - t2}
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    threads = args.threads or os.cpu_count() or 1
+    from quantgraph import config
+    from quantgraph.bench.models import bert_encoder, resnet50, sample_inputs
+
+    use_ort = ort_available() and not args.no_ort
+    budget = 1.0 if args.quick else 3.0
+    rn_batches = [1] if args.quick else [1, 16]
+    cases = [("resnet50", lambda: resnet50(batch="N"), rn_batches, 2)]
+    if args.nhwc:
+        cases.append(("resnet50_nhwc", lambda: resnet50(batch="N"), rn_batches, 3))
+    cases.append(("bert4_h384_s128", lambda: bert_encoder(layers=4, hidden=384, seq=128), [1], 2))
+    if not args.json:
+        print(f"fp32 model latency, {threads} thread(s), median; load average {os.getloadavg()[0]:.2f}")
+        print(f"{'model':18s} {'batch':>5s} {'nodes':>6s} {'ours ms':>9s} {'ort ms':>9s} {'ours/ort':>8s}  compile")
+    rc = 0
+    with config.override(threads=threads):
+        for name, build, batches, level in cases:
+            model = build()
+            cm, ctimes = compile_fp32(model, threads, level)
+            sess = ort_session(model, threads) if use_ort else None
+            for batch in batches:
+                feeds = sample_inputs(model, batch=batch)
+                ordered = [feeds[k] for k in cm.input_names]
+                t0 = time.perf_counter()
+                ours_out = cm(*ordered)
+                first_call = time.perf_counter() - t0
+                ours = _median_ms(lambda: cm(*ordered), budget)
+                row: dict[str, Any] = {"model": name, "batch": batch, "opt_level": level, "nodes": len(cm.graph),
+                                       "nodes_before": sum((cm.optimized_from or {}).values()),
+                                       "ours_ms": round(ours, 3), "threads": threads,
+                                       "first_call_s": round(first_call, 3),
+                                       **{k: round(v, 3) for k, v in ctimes.items()}}
+                if sess is not None:
+                    ort_ms = _median_ms(lambda: sess.run(None, feeds), budget)
+                    ref = sess.run(None, feeds)[0]
+                    err = float(np.max(np.abs(ours_out[0] - ref)) / (np.max(np.abs(ref)) + 1e-12))
+                    row.update(ort_ms=round(ort_ms, 3), ratio=round(ours / ort_ms, 3), max_rel_err=err)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    ort_s = f"{row['ort_ms']:9.2f} {row['ratio']:8.2f}" if "ort_ms" in row else f"{'-':>9s} {'-':>8s}"
+                    print(f"{name:18s} {batch:5d} {row['nodes']:6d} {ours:9.2f} {ort_s}  "
+                          f"lower {ctimes['lower_s']:.2f}s, first call {first_call:.2f}s", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,175 @@
+"""Pipelines: ordered passes (plain ``Graph -> Graph`` functions), instrumented, and the named levels O0..O3.
+
+    O2 = Pipeline("O2", [*CLEANUP, rewrite(rules.CANONICAL, name="canonicalize"), rewrite(rules.FUSIONS, ...), ...])
+    graph, reports = optimize(graph, opt_level=2)
+
+For each pass the pipeline measures the time, verifies the graph when ``config.get().verify`` (always in tests),
+dumps it to ``{dump_dir}/{i:02d}_{name}.txt`` when ``config.get().dump_dir`` is set, and records a
+:class:`PassReport` (what changed, per-rule/per-op counts). A failing pass is re-raised as ``PassError`` naming the
+pass and the passes that ran before it, with the cause chained. Passes never time, verify or dump themselves.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from quantgraph import config
+from quantgraph.compiler import rules
+from quantgraph.compiler.passes.convert_layout import convert_layout
+from quantgraph.compiler.passes.eliminate_dead_code import eliminate_dead_code
+from quantgraph.compiler.passes.fold_constants import fold_constants
+from quantgraph.compiler.passes.infer_shapes import infer_shapes
+from quantgraph.compiler.rewrite import collect_counts, rewrite
+from quantgraph.errors import PassError, QuantgraphError
+from quantgraph.ir.graph import Graph
+from quantgraph.ir.printer import format_graph
+from quantgraph.ir.verify import verify
+
+log = logging.getLogger(__name__)
+
+Pass = Callable[[Graph], Graph]
+
+
+@dataclass
+class PassReport:
+    """What one pass did: whether the graph changed, event counts (rule firings, folded ops, ...), wall time."""
+
+    name: str
+    changed: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    nodes_before: int = 0
+    nodes_after: int = 0
+
+    def __str__(self) -> str:
+        what = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "-"
+        return (f"{self.name:28s} {'changed' if self.changed else 'no-op':8s} {self.nodes_before:5d} -> "
+                f"{self.nodes_after:5d} nodes  {self.seconds * 1e3:8.1f} ms  {what}")
+
+
+@dataclass
+class PassContext:
+    """Options for running a pipeline: passes to skip, and overrides of the verify/dump knobs."""
+
+    disabled: frozenset[str] = frozenset()
+    verify: bool | None = None
+    dump_dir: str | None = None
+
+
+def pass_name(p: Pass) -> str:
+    return getattr(p, "__name__", None) or type(p).__name__
+
+
+def _fingerprint(graph: Graph) -> tuple:
+    """Cheap structural identity: node names, ops, inputs and attributes' repr; outputs."""
+    return (tuple((n.name, n.op, n.inputs, n.outputs, repr(sorted(n.attrs.items(), key=lambda kv: kv[0])))
+                  for n in graph.topo()), tuple(graph.outputs), len(graph.tensors))
+
+
+class Pipeline:
+    """Passes run in order; ``pipeline(graph)`` returns the graph, ``run`` also the reports."""
+
+    def __init__(self, name: str, passes: Sequence[Pass]):
+        self.name = name
+        self.passes = list(passes)
+
+    def __iter__(self) -> Iterator[Pass]:
+        return iter(self.passes)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, [{', '.join(pass_name(p) for p in self.passes)}])"
+
+    def __call__(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
+        return self.run(graph, ctx)[0]
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> tuple[Graph, list[PassReport]]:
+        ctx = ctx or PassContext()
+        cfg = config.get()
+        do_verify = cfg.verify if ctx.verify is None else ctx.verify
+        dump_dir = ctx.dump_dir or cfg.dump_dir
+        reports: list[PassReport] = []
+        done: list[str] = []
+        for i, p in enumerate(self.passes):
+            name = pass_name(p)
+            if name in ctx.disabled:
+                continue
+            before = _fingerprint(graph)
+            n_before = len(graph)
+            t0 = time.perf_counter()
+            try:
+                with collect_counts() as counts:
+                    out = p(graph)
+                if out is None:
+                    raise PassError(f"pass '{name}' returned None; a pass must return the graph")
+                graph = out
+                if do_verify:
+                    verify(graph)
+            except QuantgraphError as exc:
+                raise PassError(f"pass '{name}' failed after [{', '.join(done)}]: {exc}", exc.node,
+                                exc.op) from exc
+            except Exception as exc:
+                raise PassError(f"pass '{name}' failed after [{', '.join(done)}]: {type(exc).__name__}: "
+                                f"{exc}") from exc
+            seconds = time.perf_counter() - t0
+            report = PassReport(name, _fingerprint(graph) != before, dict(counts), seconds, n_before, len(graph))
+            reports.append(report)
+            done.append(name)
+            log.debug("%s: %s", self.name, report)
+            if dump_dir:
+                os.makedirs(dump_dir, exist_ok=True)
+                with open(os.path.join(dump_dir, f"{i:02d}_{name}.txt"), "w") as f:
+                    f.write(format_graph(graph))
+        return graph, reports
+
+
+# -- the named pipelines ----------------------------------------------------------------------------------------
+eliminate_identity = rewrite(rules.cleanup.ELIMINATE, name="eliminate_identity")
+cancel_transposes = rewrite(rules.cleanup.CANCEL, name="cancel_transposes")
+
+
+def _cleanup() -> list[Pass]:
+    return [infer_shapes, fold_constants, rewrite(rules.cleanup.ELIMINATE, name="eliminate_identity"),
+            rewrite(rules.cleanup.CANCEL, name="cancel_transposes"), eliminate_dead_code]
+
+
+def build(opt_level: int) -> Pipeline:
+    """A fresh pipeline for ``opt_level`` (rewrite passes keep per-run stats, so each build has its own)."""
+    if opt_level == 0:
+        return Pipeline("O0", [])
+    passes: list[Pass] = _cleanup()
+    if opt_level >= 2:
+        passes += [rewrite(rules.norm.BN_FOLDING, name="fold_batch_norm"),
+                   rewrite(rules.cleanup.CANONICAL + rules.norm.BN_AFFINE + rules.norm.NORMS + rules.activation.RULES,
+                           name="recognize_patterns"),
+                   fold_constants,
+                   rewrite(rules.FUSIONS, name="fuse_epilogues"),
+                   *_cleanup()]
+    if opt_level >= 3:
+        passes += [convert_layout("NHWC"), rewrite(rules.cleanup.CANCEL, name="cancel_transposes"),
+                   eliminate_dead_code]
+    return Pipeline(f"O{opt_level}", passes)
+
+
+O0, O1, O2, O3 = (build(i) for i in range(4))
+
+
+def optimize(graph: Graph, opt_level: int = 2, ctx: PassContext | None = None) -> tuple[Graph, list[PassReport]]:
+    """Run the O<opt_level> pipeline on ``graph`` (mutated and returned) and return the per-pass reports."""
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level must be 0..3, got {opt_level}")
+    return build(opt_level).run(graph, ctx)
+
+
+def fusions_applied(reports: Sequence[PassReport]) -> dict[str, int]:
+    """Total firings per rule across a pipeline run (for summaries)."""
+    total: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.counts.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "O0", "O1", "O2", "O3", "fusions_applied"]

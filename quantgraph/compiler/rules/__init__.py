@@ -1,0 +1,14 @@
+"""Rewrite rules, grouped into the rule sets the pipelines run (each module's docstring lists its rewrites)."""
+from __future__ import annotations
+
+from quantgraph.compiler.rules import activation, cleanup, conv, epilogue, gemm, norm
+
+#: Identity/Dropout/no-op elimination and transpose/reshape cancellation (O1 cleanup)
+CLEANUP = cleanup.RULES
+#: BatchNorm folding and recognition of LayerNorm / GELU / HardSwish written as primitive ops
+CANONICAL = norm.RULES + activation.RULES
+#: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues
+FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
+ALL = CLEANUP + CANONICAL + FUSIONS
+
+__all__ = ["CLEANUP", "CANONICAL", "FUSIONS", "ALL"]

@@ -1,0 +1,70 @@
+"""Convolution fusions: every 2-D float Conv becomes a FusedConv, which then absorbs its bias and residual.
+
+    Conv(x, W, B?)                                ==>  FusedConv(x, W, B?)
+    Add(FusedConv(x, W, B?), c)                   ==>  FusedConv(x, W, B + c)      (c constant, one value per channel)
+    Add(FusedConv(x, W, B?), z)                   ==>  FusedConv(x, W, B?, Z=z)    (z computed, same shape: residual)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Var, rule
+
+
+def plain(n) -> bool:  # noqa: ANN001 - a Node
+    """A fused op with nothing in its epilogue yet (no activation, no residual)."""
+    return n.attrs["activation"] == "none" and not (len(n.inputs) > 3 and n.inputs[3])
+
+
+@rule(Op("Conv", Var("x"), Var("w"), ..., name="conv"))
+def conv_to_fused(m: Match):
+    """Conv(x, W, B?) ==> FusedConv(x, W, B?) (NCHW, no epilogue yet)."""
+    if m["x"].dtype != "float32":
+        return m.fail(f"input is {m['x'].dtype}; FusedConv is float32")
+    if m["x"].rank != 4:
+        return m.fail(f"input has rank {m['x'].rank}; FusedConv is 2-D (rank 4)")
+    if m["w"].value is None:
+        return m.fail("W is not a constant")
+    conv = m.node("conv")
+    return m.emit("FusedConv", list(conv.inputs), **conv.attrs)
+
+
+@rule(Op("Add", Op("FusedConv", Var("x"), Var("w"), ..., name="conv"), Const("c"), commute=True))
+def conv_add_bias(m: Match):
+    """Add(FusedConv(x, W, B?), c) ==> FusedConv(x, W, B + c) for a per-channel constant c."""
+    conv = m.node("conv")
+    if not plain(conv):
+        return m.fail("the conv already has an epilogue (activation or residual)")
+    if conv.attrs["layout"] != "NCHW":
+        return m.fail("the conv is not NCHW")
+    c, out = m["c"].value, m["conv"].shape
+    channels = m["w"].shape[0]
+    if c.ndim > len(out):
+        return m.fail(f"constant {c.shape} has more dims than the output {out}")
+    full = (1,) * (len(out) - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, channels):
+        return m.fail(f"constant {c.shape} is not one value per output channel (expected (1, {channels}, 1, 1))")
+    b = conv.inputs[2] if len(conv.inputs) > 2 and conv.inputs[2] else None
+    b0 = np.zeros(channels, c.dtype) if b is None else m.graph.tensors[b].const
+    if b0 is None:
+        return m.fail("the conv bias is not a constant")
+    bias = (b0 + np.broadcast_to(c.reshape(-1), (channels,))).astype(np.float32)
+    return m.emit("FusedConv", [m["x"], m["w"], m.const(bias, "b")], **conv.attrs)
+
+
+@rule(Op("Add", Op("FusedConv", Var("x"), Var("w"), ..., name="conv"), Var("z"), commute=True))
+def conv_residual(m: Match):
+    """Add(FusedConv(x, W, B?), z) ==> FusedConv(x, W, B?, Z=z): the ResNet shortcut joins the conv's epilogue."""
+    conv = m.node("conv")
+    if not plain(conv):
+        return m.fail("the conv already has an epilogue (activation or residual)")
+    if m["z"].value is not None:
+        return m.fail("the other operand is a constant (a bias, not a residual)")
+    zs, out = m["z"].shape, m["conv"].shape
+    if zs != out or out is None or None in out:
+        return m.fail(f"residual has shape {zs}; expected the conv output shape {out}")
+    ins = list(conv.inputs) + [""] * (3 - len(conv.inputs))
+    return m.emit("FusedConv", ins[:3] + [m["z"]], **conv.attrs)
+
+
+RULES = RuleSet([conv_to_fused, conv_add_bias, conv_residual], "conv")
