@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m quantgraph.bench <subcommand> [--json] [--quick]``."""

@@ -1,0 +1,140 @@
+"""Shared benchmark harness: timing, the measured VNNI peak, onnxruntime helpers and result printing."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+def parse_args(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python -m quantgraph.bench {prog}", description=doc)
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--quick", action="store_true", help="a few shapes only (under a minute)")
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even when installed")
+    return p.parse_args(argv)
+
+
+def best_seconds(fn: Callable[[], Any], budget: float = 0.25, min_runs: int = 3, max_runs: int = 50) -> float:
+    """Best wall time of ``fn`` over repeated runs (after one warm-up call): robust to a busy machine."""
+    fn()
+    best, spent, runs = float("inf"), 0.0, 0
+    while runs < min_runs or (spent < budget and runs < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, runs = min(best, dt), spent + dt, runs + 1
+    return best
+
+
+def measure_peak(threads: int) -> float:
+    """int8 GOPS of a loop of independent ``vpdpbusd`` on ``threads`` threads (0.0 without VNNI)."""
+    from numba import njit, prange
+
+    from quantgraph.kernels import target
+    from quantgraph.kernels.intrinsics.x86 import vnni_peak_loop
+
+    if target.has("avx512vnni"):
+        lanes = 16
+    elif target.has("avxvnni"):
+        lanes = 8
+    else:
+        return 0.0
+    chains = 12
+    peak = vnni_peak_loop(lanes, chains)
+
+    @njit(parallel=True)
+    def run(n, nt):
+        s = 0
+        for _ in prange(nt):
+            s += peak(n)
+        return s
+
+    import numba
+
+    numba.set_num_threads(threads)
+    n = 2_000_000
+    run(1000, threads)
+    sec = best_seconds(lambda: run(n, threads), budget=0.5, min_runs=5)
+    return threads * n * chains * lanes * 8 / sec / 1e9
+
+
+def ort_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ort_session(model: Any, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class Result:
+    op: str
+    m: int
+    n: int
+    k: int
+    impl: str
+    gops: float
+    pct_peak: float
+    ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Prints results as an aligned table or as JSON lines."""
+
+    def __init__(self, as_json: bool, peak: float, threads: int):
+        from quantgraph.kernels.target import select_isa
+
+        self.as_json, self.peak, self.threads = as_json, peak, threads
+        self.isa = select_isa()
+        self.results: list[Result] = []
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        if not as_json:
+            print(f"measured vpdpbusd peak: {peak:.0f} int8 GOPS on {threads} thread(s); load average {load:.2f}; "
+                  f"quantgraph ISA {self.isa}")
+            print(f"{'op':5s} {'shape':28s} {'impl':12s} {'ms':>9s} {'GOPS':>8s} {'%peak':>6s}  notes")
+
+    def add(self, op: str, m: int, n: int, k: int, impl: str, seconds: float, ops: float, shape: str = "",
+            **extra: Any) -> Result:
+        gops = ops / seconds / 1e9
+        pct = 100.0 * gops / self.peak if self.peak else 0.0
+        r = Result(op, m, n, k, impl, round(gops, 2), round(pct, 2), round(seconds * 1e3, 4), extra)
+        self.results.append(r)
+        if self.as_json:
+            d = asdict(r)
+            d.update(d.pop("extra"))
+            d["threads"], d["peak_gops"], d["isa"] = self.threads, round(self.peak, 1), self.isa
+            print(json.dumps(d), flush=True)
+        else:
+            notes = " ".join(f"{k}={v}" for k, v in extra.items())
+            print(f"{op:5s} {shape or f'{m}x{n}x{k}':28s} {impl:12s} {seconds * 1e3:9.3f} {gops:8.1f} {pct:6.1f}  "
+                  f"{notes}", flush=True)
+        return r
+
+    def note(self, text: str) -> None:
+        if not self.as_json:
+            print(text, flush=True)
+
+
+def random_u8(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(0, 256, shape).astype(np.uint8)
+
+
+def random_s8(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(-128, 128, shape).astype(np.int8)

@@ -1,0 +1,102 @@
+"""The fused epilogue as LLVM IR, applied to a microkernel tile while its accumulators are still in registers.
+
+Semantics are exactly those of ``kernels/epilogue.py`` (and of the Numba epilogue in ``jit/int_gemm.py``, used for
+the N-tail tile): the same float32 operations in the same order, ``fcmp`` predicates matching Numba's lowering of
+``y > 0`` / ``y < lo``, ``llvm.rint`` for round-half-to-even and no fast-math flags, so the results are bit-identical.
+Only full-width tiles (all ``NR`` columns valid) come here, so every load and store is an in-bounds unaligned vector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+OUTS = ("int32", "float32", "uint8", "int8")
+RESIDUALS = ("none", "uint8", "int8", "float32")
+ACTS = ("none", "relu", "clip")
+_ITEM = {"int32": 4, "float32": 4, "uint8": 1, "int8": 1, "none": 1}
+
+
+@dataclass(frozen=True)
+class FusedEpilogue:
+    """Compile-time shape of the fused epilogue: output dtype, bias present, residual dtype, activation."""
+
+    out: str
+    has_bias: bool
+    residual: str
+    act: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.out}.{int(self.has_bias)}.{self.residual}.{self.act}"
+
+
+# Extra tile-function parameters, after (a, lda, b, kg): per-channel pointers, residual, scalars, output.
+PARAM_NAMES = ("bias32", "scale", "biasf", "res", "ldr", "rscale", "rzp", "lo", "hi", "oinv", "ozp", "out", "ldo")
+
+
+def param_types() -> list[ir.Type]:
+    p8, i64, i32, f32 = ir.IntType(8).as_pointer(), ir.IntType(64), ir.IntType(32), ir.FloatType()
+    return [p8, p8, p8, p8, i64, f32, i32, f32, f32, f32, f32, p8, i64]
+
+
+def _vec_ptr(b: ir.IRBuilder, base: ir.Value, byte_off: ir.Value, vty: ir.Type) -> ir.Value:
+    return b.bitcast(b.gep(base, [byte_off]), vty.as_pointer())
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
+    vty = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), None))
+
+
+def emit(b: ir.IRBuilder, fe: FusedEpilogue, accs: list[list[ir.Value]], lanes: int, args: dict[str, ir.Value]) -> None:
+    """Apply ``fe`` to ``accs[r][v]`` (<lanes x i32>) and store row r, vector v at ``out + r*ldo + v*lanes*item``."""
+    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+    vi, vf = ir.VectorType(i32, lanes), ir.VectorType(f32, lanes)
+    c64 = lambda x: ir.Constant(i64, x)
+    nv = len(accs[0])
+    oitem = _ITEM[fe.out]
+    bias_v = [b.load(_vec_ptr(b, args["bias32"], c64(v * lanes * 4), vi), align=1) for v in range(nv)]
+    scale_v = [b.load(_vec_ptr(b, args["scale"], c64(v * lanes * 4), vf), align=1) for v in range(nv)]
+    biasf_v = [b.load(_vec_ptr(b, args["biasf"], c64(v * lanes * 4), vf), align=1) for v in range(nv)] \
+        if fe.has_bias else []
+    zero = ir.Constant(vf, None)
+    rscale, rzp = _splat(b, args["rscale"], lanes), _splat(b, args["rzp"], lanes)
+    lo, hi = _splat(b, args["lo"], lanes), _splat(b, args["hi"], lanes)
+    oinv, ozp = _splat(b, args["oinv"], lanes), _splat(b, args["ozp"], lanes)
+    qmin, qmax = (-128.0, 127.0) if fe.out == "int8" else (0.0, 255.0)
+    qmin_v, qmax_v = ir.Constant(vf, [qmin] * lanes), ir.Constant(vf, [qmax] * lanes)
+    rint = None
+    if fe.out in ("uint8", "int8"):
+        name = f"llvm.rint.v{lanes}f32"
+        rint = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(vf, [vf]), name)
+    for r, row in enumerate(accs):
+        orow = b.mul(args["ldo"], c64(r))
+        rrow = b.mul(args["ldr"], c64(r))
+        for v, acc in enumerate(row):
+            val = b.add(acc, bias_v[v])
+            ooff = b.add(orow, c64(v * lanes * oitem))
+            if fe.out == "int32":
+                b.store(val, _vec_ptr(b, args["out"], ooff, vi), align=1)
+                continue
+            y = b.fmul(b.sitofp(val, vf), scale_v[v])
+            if fe.has_bias:
+                y = b.fadd(y, biasf_v[v])
+            if fe.residual in ("uint8", "int8"):
+                rv = b.load(_vec_ptr(b, args["res"], b.add(rrow, c64(v * lanes)), ir.VectorType(i8, lanes)), align=1)
+                rv = b.zext(rv, vi) if fe.residual == "uint8" else b.sext(rv, vi)
+                y = b.fadd(y, b.fmul(b.sitofp(b.sub(rv, rzp), vf), rscale))
+            elif fe.residual == "float32":
+                y = b.fadd(y, b.load(_vec_ptr(b, args["res"], b.add(rrow, c64(v * lanes * 4)), vf), align=1))
+            if fe.act == "relu":
+                y = b.select(b.fcmp_ordered(">", y, zero), y, zero)
+            elif fe.act == "clip":
+                y = b.select(b.fcmp_ordered("<", y, lo), lo, b.select(b.fcmp_ordered(">", y, hi), hi, y))
+            if fe.out == "float32":
+                b.store(y, _vec_ptr(b, args["out"], ooff, vf), align=1)
+                continue
+            q = b.fadd(b.call(rint, [b.fmul(y, oinv)]), ozp)
+            q = b.select(b.fcmp_ordered("<", q, qmin_v), qmin_v, b.select(b.fcmp_ordered(">", q, qmax_v), qmax_v, q))
+            q8 = b.trunc(b.fptosi(q, vi), ir.VectorType(i8, lanes))
+            b.store(q8, _vec_ptr(b, args["out"], ooff, ir.VectorType(i8, lanes)), align=1)

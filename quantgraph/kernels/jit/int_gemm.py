@@ -1,0 +1,242 @@
+"""TEMPLATE (not imported directly): GEMM, im2col-conv and depthwise-conv drivers around one microkernel.
+
+``cache.load_template("int_gemm", params)`` copies this file into the kernel cache directory with the PARAMS block
+replaced by literal constants, and imports the copy; Numba then caches the compiled code next to it. The constants
+are compile-time globals, so the branches on them fold away and each copy is one (isa, kind, epilogue kind) family.
+Shapes are run-time arguments: one compiled copy serves every shape.
+
+Parallelism: ``prange`` over output tasks (row chunk x panel group for GEMM, row chunks for conv). Every output
+element is computed by exactly one tile with the full K sum in a fixed order, so results do not depend on the thread
+count or the task split.
+"""
+import numpy as np
+from numba import njit, prange
+
+from quantgraph.kernels.intrinsics.x86 import KIND_GROUP, NR
+from quantgraph.kernels.microkernels import amx_block, fused_microkernel, microkernel
+
+# --- PARAMS ---
+ISA = "portable"
+KIND = "u8s8"
+OUT = 0  # 0 int32, 1 float32, 2 uint8, 3 int8
+HAS_BIAS = False
+RES = 0  # 0 none, 1 int residual, 2 float32 residual
+ACT = 0  # 0 none, 1 relu, 2 clip
+# --- END PARAMS ---
+
+G = KIND_GROUP[KIND]
+_T8 = microkernel(ISA, KIND, 8)
+_T4 = microkernel(ISA, KIND, 4)
+_T2 = microkernel(ISA, KIND, 2)
+_T1 = microkernel(ISA, KIND, 1)
+# Full-width tiles go through the fused (in-register) epilogue; the N-tail tile through _epilogue below.
+_E8 = fused_microkernel(ISA, KIND, 8, HAS_BIAS, RES != 0, ACT)
+_E4 = fused_microkernel(ISA, KIND, 4, HAS_BIAS, RES != 0, ACT)
+_E2 = fused_microkernel(ISA, KIND, 2, HAS_BIAS, RES != 0, ACT)
+_E1 = fused_microkernel(ISA, KIND, 1, HAS_BIAS, RES != 0, ACT)
+_A32 = amx_block(ISA, KIND, 32, HAS_BIAS, RES != 0, ACT)
+_A16 = amx_block(ISA, KIND, 16, HAS_BIAS, RES != 0, ACT)
+USE_AMX = ISA == "amx" and KIND == "u8s8"
+ZERO = np.float32(0.0)
+QMIN = np.float32(-128.0) if OUT == 3 else np.float32(0.0)
+QMAX = np.float32(127.0) if OUT == 3 else np.float32(255.0)
+
+
+@njit(nogil=True, cache=True)
+def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
+    """acc[r*NR + j] (r < mr, j < ncols) -> out[row0 + r, ocol0 + col0 + j]; see epilogue.py for the order."""
+    bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
+    # NOTE: unsigned indices: Numba emits no negative-index wraparound for them, so LLVM vectorizes the row
+    # loop; slicing instead would cost atomic refcount operations per tile.
+    nr = np.uint64(NR)
+    c0 = np.uint64(col0)
+    oc0 = np.uint64(ocol0) + c0
+    for r in range(np.uint64(mr)):
+        orow = np.uint64(row0) + r
+        for j in range(np.uint64(ncols)):
+            c = c0 + j
+            oc = oc0 + j
+            v = np.int32(acc[r * nr + j] + bias32[c])
+            if OUT == 0:
+                out[orow, oc] = v
+            else:
+                y = np.float32(v) * scale[c]
+                if HAS_BIAS:
+                    y = y + biasf[c]
+                if RES == 1:
+                    y = y + np.float32(np.int32(res[orow, oc]) - rzp) * rscale
+                elif RES == 2:
+                    y = y + res[orow, oc]
+                if ACT == 1:
+                    y = y if y > ZERO else ZERO
+                elif ACT == 2:
+                    y = lo if y < lo else (hi if y > hi else y)
+                if OUT == 1:
+                    out[orow, oc] = y
+                else:
+                    q = np.rint(y * oinv) + np.float32(ozp)
+                    q = QMIN if q < QMIN else (QMAX if q > QMAX else q)
+                    out[orow, oc] = q
+
+
+@njit(nogil=True, cache=True)
+def _row_block(a, a_off, lda, rows, bp, panel, kg, n, scratch, ep, out, row0, ocol0):
+    """Rows [0, rows) of A (starting at element a_off) times one packed panel, through the epilogue."""
+    b_off = panel * kg * NR * G
+    col0 = panel * NR
+    ncols = min(NR, n - col0)
+    r = 0
+    if ncols == NR and ISA != "portable":
+        bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
+        ldr = res.shape[1]
+        ldo = out.shape[1]
+        oc = ocol0 + col0
+        if USE_AMX and kg % 16 == 0:
+            while r + 32 <= rows:
+                _A32(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc,
+                     ldr, rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+                r += 32
+            if r + 16 <= rows:
+                _A16(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc,
+                     ldr, rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+                r += 16
+        while r + 8 <= rows:
+            _E8(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc, ldr,
+                rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+            r += 8
+        if r + 4 <= rows:
+            _E4(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc, ldr,
+                rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+            r += 4
+        if r + 2 <= rows:
+            _E2(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc, ldr,
+                rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+            r += 2
+        if r < rows:
+            _E1(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc, ldr,
+                rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
+        return
+    while r + 8 <= rows:
+        _T8(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+        _epilogue(scratch, 8, row0 + r, col0, ncols, ep, out, ocol0)
+        r += 8
+    if r + 4 <= rows:
+        _T4(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+        _epilogue(scratch, 4, row0 + r, col0, ncols, ep, out, ocol0)
+        r += 4
+    if r + 2 <= rows:
+        _T2(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+        _epilogue(scratch, 2, row0 + r, col0, ncols, ep, out, ocol0)
+        r += 2
+    if r < rows:
+        _T1(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+        _epilogue(scratch, 1, row0 + r, col0, ncols, ep, out, ocol0)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def gemm(a, lda, m, bp, kg, n, ep, out, ocol0, mc, pg):
+    """out[:m, ocol0:ocol0+n] = epilogue(A[m, K] @ B); ``a`` is A flattened (row stride lda >= kg*G).
+
+    Task = (chunk of ``mc`` rows, group of ``pg`` column panels); inside, panels outer and rows inner, so the
+    row chunk of A stays in L1/L2 while the panels stream, and each task writes whole cache lines of the output.
+    """
+    npan = (n + NR - 1) // NR
+    nmc = (m + mc - 1) // mc
+    npg = (npan + pg - 1) // pg
+    for t in prange(nmc * npg):
+        ci = t // npg
+        p0 = (t - ci * npg) * pg
+        r0 = ci * mc
+        rows = min(mc, m - r0)
+        scratch = np.empty(8 * NR, np.int32)
+        for panel in range(p0, min(p0 + pg, npan)):
+            _row_block(a, r0 * lda, lda, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
+
+
+@njit(nogil=True, cache=True)
+def _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp, buf):
+    """Patches of output pixels [r0, r0 + rows) into buf[rows, kp] (u8), K order (ky, kx, c).
+
+    NOTE: unsigned offsets so Numba emits no wraparound code and LLVM turns each run of ``cg`` bytes into a
+    vector copy (the run is contiguous in NHWC).
+    """
+    ucg = np.uint64(cg)
+    for i in range(rows):
+        mm = r0 + i
+        b = mm // (oh * ow)
+        rem = mm - b * oh * ow
+        y = rem // ow
+        xo = rem - y * ow
+        base = np.uint64(i * kp)
+        ix0 = xo * sw - pw
+        whole_row = dw == 1 and ix0 >= 0 and ix0 + kw <= ww  # the kw taps are one contiguous run of kw*cg bytes
+        for ky in range(kh):
+            iy = y * sh - ph + ky * dh
+            if whole_row and cg == cc and iy >= 0 and iy < hh:
+                o = base + np.uint64(ky * kw * cg)
+                src = np.uint64(((b * hh + iy) * ww + ix0) * cc)
+                for c in range(np.uint64(kw * cg)):
+                    buf[o + c] = xf[src + c] ^ xorv
+                continue
+            for kx in range(kw):
+                ix = ix0 + kx * dw
+                o = base + np.uint64((ky * kw + kx) * cg)
+                if iy >= 0 and iy < hh and ix >= 0 and ix < ww:
+                    src = np.uint64(((b * hh + iy) * ww + ix) * cc + cin0)
+                    for c in range(ucg):
+                        buf[o + c] = xf[src + c] ^ xorv
+                else:
+                    for c in range(ucg):
+                        buf[o + c] = xpad
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bp, kg, n, ep,
+                out, ocol0, mc):
+    """NHWC conv of one channel group: im2col ``mc`` output pixels at a time into a per-task buffer, then GEMM.
+
+    ``xf`` is the u8 NHWC input flattened (s8 inputs arrive viewed as u8 with ``xorv = 0x80``); padding taps read
+    ``xpad``, the u8 zero point, so the packed bias compensation covers them. K order is (ky, kx, c), matching
+    packing; the K padding columns of the buffer stay zero (their packed weights are zero too).
+    """
+    m = nb * oh * ow
+    kp = kg * G
+    npan = (n + NR - 1) // NR
+    nmc = (m + mc - 1) // mc
+    for t in prange(nmc):
+        r0 = t * mc
+        rows = min(mc, m - r0)
+        buf = np.zeros(rows * kp, np.uint8)
+        scratch = np.empty(8 * NR, np.int32)
+        _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp,
+                     buf)
+        for panel in range(npan):
+            _row_block(buf, 0, kp, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def conv_depthwise(x, xpad, xorv, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, ep, out):
+    """NHWC depthwise conv (one filter per channel), ``w`` int8 [kh, kw, C], int32 sums in fixed tap order."""
+    nb, hh, ww, cc = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    for t in prange(nb * oh):
+        b = t // oh
+        y = t - b * oh
+        acc = np.empty(NR, np.int32)
+        for xo in range(ow):
+            row = t * ow + xo
+            for c0 in range(0, cc, NR):
+                nc = min(NR, cc - c0)
+                acc64 = np.zeros(NR, np.int64)
+                for ky in range(kh):
+                    iy = y * sh - ph + ky * dh
+                    for kx in range(kw):
+                        ix = xo * sw - pw + kx * dw
+                        if iy >= 0 and iy < hh and ix >= 0 and ix < ww:
+                            for j in range(nc):
+                                acc64[j] += np.int32(x[b, iy, ix, c0 + j] ^ xorv) * np.int32(w[ky, kx, c0 + j])
+                        else:
+                            for j in range(nc):
+                                acc64[j] += np.int32(xpad) * np.int32(w[ky, kx, c0 + j])
+                for j in range(nc):
+                    acc[j] = acc64[j]
+                _epilogue(acc, 1, row, c0, nc, ep, out, 0)

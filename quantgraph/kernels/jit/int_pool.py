@@ -1,0 +1,90 @@
+"""TEMPLATE (not imported directly): int8 pooling and elementwise kernels (NHWC, u8/s8 by signature).
+
+Instantiated by ``cache.load_template("int_pool", {...})`` like ``int_gemm.py`` so its Numba cache lives in the
+kernel cache directory. Requantization is ``q = rint(y * oinv) + out_zp`` saturated to [QLO, QHI] (run-time
+arguments), in float32, exactly as in ``reference.py``; ``oinv`` is float32(1 / out_scale).
+"""
+import numpy as np
+from numba import njit, prange
+
+# --- PARAMS ---
+VERSION = 1
+# --- END PARAMS ---
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _requant(y, oinv, ozp, qlo, qhi):
+    q = np.rint(y * oinv) + ozp
+    return qlo if q < qlo else (qhi if q > qhi else q)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lowest, out):
+    """out[b, y, x, c] = max over the valid taps (padding never wins; no valid tap gives ``lowest``)."""
+    nb, hh, ww, cc = x.shape
+    for t in prange(nb * oh):
+        b = t // oh
+        y = t - b * oh
+        for xo in range(ow):
+            for c in range(cc):
+                out[b, y, xo, c] = lowest
+            for ky in range(kh):
+                iy = y * sh - pt + ky * dh
+                if iy < 0 or iy >= hh:
+                    continue
+                for kx in range(kw):
+                    ix = xo * sw - pl + kx * dw
+                    if ix < 0 or ix >= ww:
+                        continue
+                    for c in range(cc):
+                        v = x[b, iy, ix, c]
+                        if v > out[b, y, xo, c]:
+                            out[b, y, xo, c] = v
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def avg_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, include_pad, xzp, xscale, oinv, ozp, qlo, qhi, out):
+    """q = requant(float32(sum(x - xzp)) / float32(count) * xscale); count counts padding if include_pad."""
+    nb, hh, ww, cc = x.shape
+    for t in prange(nb * oh):
+        b = t // oh
+        y = t - b * oh
+        acc = np.zeros(cc, np.int32)
+        for xo in range(ow):
+            acc[:] = 0
+            count = 0
+            for ky in range(kh):
+                iy = y * sh - pt + ky * dh
+                for kx in range(kw):
+                    ix = xo * sw - pl + kx * dw
+                    if iy < 0 or iy >= hh or ix < 0 or ix >= ww:
+                        if include_pad:
+                            count += 1
+                        continue
+                    count += 1
+                    for c in range(cc):
+                        acc[c] += np.int32(x[b, iy, ix, c]) - xzp
+            fc = np.float32(max(count, 1))
+            for c in range(cc):
+                yv = np.float32(acc[c]) / fc * xscale
+                out[b, y, xo, c] = _requant(yv, oinv, ozp, qlo, qhi)
+
+
+@njit(nogil=True, cache=True)
+def add_requant(a, b, azp, ascale, bzp, bscale, relu, oinv, ozp, qlo, qhi, out):
+    """out = requant(float32(a - azp) * ascale + float32(b - bzp) * bscale, optionally relu'd); flat arrays."""
+    zero = np.float32(0.0)
+    for i in range(a.size):
+        y = np.float32(np.int32(a[i]) - azp) * ascale + np.float32(np.int32(b[i]) - bzp) * bscale
+        if relu:
+            y = y if y > zero else zero
+        out[i] = _requant(y, oinv, ozp, qlo, qhi)
+
+
+@njit(nogil=True, cache=True)
+def requant_block(x, xzp, xscale, oinv, ozp, qlo, qhi, out, ocol0):
+    """out[r, ocol0 + j] = requant(float32(x[r, j] - xzp) * xscale): one concat input, as 2-D [outer, inner]."""
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            y = np.float32(np.int32(x[r, j]) - xzp) * xscale
+            out[r, ocol0 + j] = _requant(y, oinv, ozp, qlo, qhi)
