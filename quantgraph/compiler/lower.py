@@ -21,7 +21,7 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.spatial import window
 from quantgraph.ir.shapes import normalize_axis
-from quantgraph.kernels.fp32 import conv_f32, norm_f32, pool_f32
+from quantgraph.kernels.fp32 import attention_f32, conv_f32, gemm_f32_avx512, norm_f32, pool_f32
 from quantgraph.kernels.fp32.eltwise_f32 import ACT_CODES, ERF, epilogue, unary_2d
 
 Step = tuple[Callable[..., Any], tuple]
@@ -146,6 +146,50 @@ def _conv_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray
                                scratch, act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)))
 
 
+# NOTE: the packed AVX-512 GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
+AVX512_MIN_KN = 4096   # K * N of the (per-group) weight matrix
+
+
+def _avx512_ok(k: int, n: int) -> str | None:
+    if not gemm_f32_avx512.available():
+        return "host lacks avx512f or a non-AVX-512 ISA is forced"
+    if k * n < AVX512_MIN_KN:
+        return f"weights K*N = {k * n} < {AVX512_MIN_KN}: numpy is as fast"
+    return None
+
+
+def _conv_avx512_accepts(n: Node, g: Graph) -> str | None:
+    why = _conv_accepts(n, g)
+    if why:
+        return why
+    if _layout(n) != "NHWC":
+        return "the packed AVX-512 conv is NHWC only"
+    w = _const(g, n.inputs[1])
+    group = n.attrs["group"]
+    if group > 1 and group == w.shape[0] and w.shape[1] == 1:
+        return "depthwise convolutions have their own kernel"
+    return _avx512_ok(w.shape[1] * w.shape[2] * w.shape[3], w.shape[0] // group)
+
+
+def _conv_avx512_prepack(n: Node, g: Graph) -> dict:
+    packed = _conv_prepack(n, g)
+    packed["gemm"] = [gemm_f32_avx512.pack_b(wg) for wg in packed["w"]]
+    packed["w"] = packed["w"][:0]  # the numpy copy is not needed any more; keep dtype/rank for _conv_bind
+    return packed
+
+
+def _conv_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray | None) -> list[Step]:
+    lay = _layout(n)
+    x = ins[0]
+    bias = ins[2] if len(ins) > 2 else None
+    z = ins[3] if len(ins) > 3 else None
+    geo = _geom(n, packed["w_shape"], x.shape, lay)
+    act = ACT_CODES[n.attrs.get("activation", "none")]
+    return conv_f32.conv_steps(geo, lay, x, packed["w"], None if bias is None else bias.reshape(-1), z, outs[0],
+                               scratch, act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)),
+                               gemm_packed=packed["gemm"], node=(n.name, n.op))
+
+
 # -- matmul / gemm ----------------------------------------------------------------------------------------------
 def _mm_accepts(n: Node, g: Graph) -> str | None:
     ra, rb = _rank(g, n.inputs[0]), _rank(g, n.inputs[1])
@@ -194,6 +238,89 @@ def _mm_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list
         z = ins[3] if len(ins) > 3 else None
         steps += _epilogue_steps(outs[0], bias, z, ACT_CODES[n.attrs["activation"]], float(n.attrs["alpha"]),
                                  float(n.attrs["beta"]))
+    return steps
+
+
+def _mm_avx512_accepts(n: Node, g: Graph) -> str | None:
+    why = _mm_accepts(n, g)
+    if why:
+        return why
+    b = _const(g, n.inputs[1])
+    if b is None or b.ndim != 2:
+        return "B is not a 2-D constant (attention-style MatMul stays on numpy)"
+    return _avx512_ok(*b.shape)
+
+
+def _mm_avx512_prepack(n: Node, g: Graph) -> dict:
+    return {"gemm": gemm_f32_avx512.pack_b(_const(g, n.inputs[1]))}
+
+
+def _rows_view(a: np.ndarray, cols: int) -> np.ndarray | None:
+    """``a`` as (rows, cols) without copying (a planned buffer must not be copied at bind time), else None."""
+    try:
+        v = a.reshape(-1, cols)
+    except ValueError:
+        return None
+    return v if v.size == 0 or np.shares_memory(v, a) else None
+
+
+def _gemm_avx512_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias: np.ndarray | None,
+                       z: np.ndarray | None, act: int, alpha: float, beta: float) -> list[Step] | None:
+    """Steps for y = act(a @ B + bias + z) on the packed GEMM, fusing what fits; None when A/y cannot be viewed 2-D."""
+    ncol = packed.n
+    a2, y2 = _rows_view(a, packed.k), _rows_view(y, ncol)
+    if a2 is None or y2 is None:
+        return None
+    col_bias = bias is not None and bias.size == ncol and (bias.ndim == 0 or bias.shape[-1] == ncol)
+    z2 = _rows_view(z, ncol) if z is not None and z.shape == y.shape else None
+    if (bias is None or col_bias) and (z is None or z2 is not None):
+        fb = None if bias is None else np.ascontiguousarray(bias.reshape(ncol), np.float32)
+        return [gemm_f32_avx512.bind(a2, packed, y2, fb, z2, act, alpha, beta, node=n.name, op=n.op)]
+    return [gemm_f32_avx512.bind(a2, packed, y2, node=n.name, op=n.op)] + \
+        _epilogue_steps(y, bias, z, act, alpha, beta)
+
+
+def _mm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+    bias = z = None
+    act, alpha, beta = 0, 0.0, 0.0
+    if n.op == "FusedMatMul":
+        bias = ins[2] if len(ins) > 2 else None
+        z = ins[3] if len(ins) > 3 else None
+        act, alpha, beta = ACT_CODES[n.attrs["activation"]], float(n.attrs["alpha"]), float(n.attrs["beta"])
+    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], outs[0], bias, z, act, alpha, beta)
+    if steps is None:  # A is not viewable as rows (e.g. a broadcast view): unpacked numpy path
+        steps = _mm_bind(n, {"b": gemm_f32_avx512.unpack_b(packed["gemm"])}, ins, outs, scratch)
+    return steps
+
+
+def _gemm_avx512_accepts(n: Node, g: Graph) -> str | None:
+    why = _gemm_accepts(n, g)
+    if why:
+        return why
+    if n.attrs["transA"]:
+        return "transA Gemm stays on numpy"
+    b = _const(g, n.inputs[1])
+    if b is None:
+        return "B is not a constant"
+    return _avx512_ok(*(b.shape[::-1] if n.attrs["transB"] else b.shape))
+
+
+def _gemm_avx512_prepack(n: Node, g: Graph) -> dict:
+    packed = _gemm_prepack(n, g)
+    packed["gemm"] = gemm_f32_avx512.pack_b(packed.pop("b"))
+    return packed
+
+
+def _gemm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+    y = outs[0]
+    c = packed["c"]
+    if c is None and len(ins) > 2 and ins[2] is not None:  # runtime C
+        return [gemm_f32_avx512.bind(ins[0], packed["gemm"], y, node=n.name, op=n.op),
+                _call(_add_scaled, y, ins[2], np.float32(n.attrs["beta"]))]
+    if c is not None and c.ndim == 0:
+        c = c.reshape(1)
+    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], y, c, None, 0, 0.0, 0.0)
+    assert steps is not None, "Gemm operands are 2-D planned buffers"
     return steps
 
 
@@ -428,10 +555,15 @@ _UFUNC = KernelDef("eltwise_f32_numpy", _ufunc_accepts, _ufunc_bind, inplace=Tru
 _POOL = KernelDef("pool_f32_numba", _pool_accepts, _pool_bind, scratch=_pool_scratch)
 _VIEW = KernelDef("view", _view_accepts, _no_steps, view=True)
 
+_CONV_AVX512 = KernelDef("conv_f32_avx512", _conv_avx512_accepts, _conv_avx512_bind, _conv_avx512_prepack,
+                         _conv_scratch, priority=20)
+_MM_AVX512 = KernelDef("matmul_f32_avx512", _mm_avx512_accepts, _mm_avx512_bind, _mm_avx512_prepack, priority=20)
+
 KERNELS: dict[str, list[KernelDef]] = {
-    "Conv": [_CONV], "FusedConv": [_CONV],
-    "MatMul": [_MM], "FusedMatMul": [_MM],
-    "Gemm": [KernelDef("gemm_f32_blas", _gemm_accepts, _gemm_bind, _gemm_prepack, priority=10)],
+    "Conv": [_CONV_AVX512, _CONV], "FusedConv": [_CONV_AVX512, _CONV],
+    "MatMul": [_MM_AVX512, _MM], "FusedMatMul": [_MM_AVX512, _MM],
+    "Gemm": [KernelDef("gemm_f32_avx512", _gemm_avx512_accepts, _gemm_avx512_bind, _gemm_avx512_prepack, priority=20),
+             KernelDef("gemm_f32_blas", _gemm_accepts, _gemm_bind, _gemm_prepack, priority=10)],
     **{op: [_UNARY] for op in ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Erf")},
     "Clip": [KernelDef("clip_f32_numba", _clip_accepts, _clip_bind, inplace=True)],
     **{op: [_UFUNC] for op in _UFUNCS},
@@ -444,6 +576,8 @@ KERNELS: dict[str, list[KernelDef]] = {
     **{op: [_VIEW] for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")},
     "Transpose": [KernelDef("transpose_copy", _view_accepts, _transpose_bind)],
     "Concat": [KernelDef("concat_copy", _ok, _concat_bind)],
+    "FusedAttention": [KernelDef("attention_f32_blas", attention_f32.accepts, attention_f32.bind,
+                                 scratch=attention_f32.scratch, priority=10)],
 }
 
 

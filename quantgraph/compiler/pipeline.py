@@ -144,6 +144,7 @@ def build(opt_level: int) -> Pipeline:
         passes += [rewrite(rules.norm.BN_FOLDING, name="fold_batch_norm"),
                    rewrite(rules.cleanup.CANONICAL + rules.norm.BN_AFFINE + rules.norm.NORMS + rules.activation.RULES,
                            name="recognize_patterns"),
+                   rewrite(rules.ATTENTION, name="fuse_attention"),
                    fold_constants,
                    rewrite(rules.FUSIONS, name="fuse_epilogues"),
                    *_cleanup()]

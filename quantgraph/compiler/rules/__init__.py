@@ -1,7 +1,7 @@
 """Rewrite rules, grouped into the rule sets the pipelines run (each module's docstring lists its rewrites)."""
 from __future__ import annotations
 
-from quantgraph.compiler.rules import activation, cleanup, conv, epilogue, gemm, norm
+from quantgraph.compiler.rules import activation, attention, cleanup, conv, epilogue, gemm, norm
 
 #: Identity/Dropout/no-op elimination and transpose/reshape cancellation (O1 cleanup)
 CLEANUP = cleanup.RULES
@@ -9,6 +9,8 @@ CLEANUP = cleanup.RULES
 CANONICAL = norm.RULES + activation.RULES
 #: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues
 FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
-ALL = CLEANUP + CANONICAL + FUSIONS
+#: the multi-head attention core into FusedAttention (before FUSIONS turns its MatMuls into FusedMatMul)
+ATTENTION = attention.RULES
+ALL = CLEANUP + CANONICAL + ATTENTION + FUSIONS
 
-__all__ = ["CLEANUP", "CANONICAL", "FUSIONS", "ALL"]
+__all__ = ["CLEANUP", "CANONICAL", "ATTENTION", "FUSIONS", "ALL"]

@@ -5,7 +5,8 @@ import importlib
 
 _MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "indexing", "resize", "reduce", "quant", "rnn",
             "misc", "fused",
-            "attention", "detection", "loss")
+            "attention", "detection", "loss",
+            "fused_attention")
 _loaded = False
 
 

@@ -179,8 +179,14 @@ def scratch_size(g: ConvGeom, layout: str, oh: int, ow: int) -> int:
 
 def conv_steps(g: ConvGeom, layout: str, x: np.ndarray, wp: np.ndarray, bias: np.ndarray | None,
                z: np.ndarray | None, y: np.ndarray, cols: np.ndarray | None, act: int, alpha: float,
-               beta: float) -> list:
-    """Prebound ``(fn, args)`` steps computing y = act(conv(x, W) + bias + z) into ``y``."""
+               beta: float, gemm_packed: list | None = None, node: tuple[str, str] | None = None) -> list:
+    """Prebound ``(fn, args)`` steps computing y = act(conv(x, W) + bias + z) into ``y``.
+
+    With ``gemm_packed`` (one ``gemm_f32_avx512.PackedB`` per group, NHWC, not depthwise) every GEMM runs the
+    packed AVX-512 kernel with bias, residual and activation fused into it, writing group slices in place.
+    """
+    if gemm_packed is not None:
+        return _conv_steps_packed(g, x, gemm_packed, bias, z, y, cols, act, alpha, beta, node)
     steps: list = []
     n = x.shape[0]
     mg, cg = g.m // g.group, g.c // g.group
@@ -232,6 +238,35 @@ def conv_steps(g: ConvGeom, layout: str, x: np.ndarray, wp: np.ndarray, bias: np
     if bias is not None or z is not None or act:
         for yr, zr in rows:
             steps.append((epilogue, (yr, bias, 2, zr, act, alpha, beta)))
+    return steps
+
+
+def _conv_steps_packed(g: ConvGeom, x: np.ndarray, gp: list, bias: np.ndarray | None, z: np.ndarray | None,
+                       y: np.ndarray, cols: np.ndarray | None, act: int, alpha: float, beta: float,
+                       node: tuple[str, str] | None) -> list:
+    """NHWC conv on the packed AVX-512 GEMM (see ``conv_steps``)."""
+    from quantgraph.kernels.fp32.gemm_f32_avx512 import bind
+
+    name, op = node if node is not None else (None, None)
+    n = x.shape[0]
+    mg, cg = g.m // g.group, g.c // g.group
+    oh, ow = y.shape[1], y.shape[2]
+    ep = (act, alpha, beta)
+    if g.pointwise and g.group == 1:
+        return [bind(x.reshape(-1, g.c), gp[0], y.reshape(-1, g.m), bias, None if z is None else z.reshape(-1, g.m),
+                     *ep, node=name, op=op)]
+    steps: list = []
+    k = cg * g.kh * g.kw
+    geo = (g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    for i in range(n):
+        yi = y[i].reshape(oh * ow, g.m)
+        zi = None if z is None else z[i].reshape(oh * ow, g.m)
+        for gi in range(g.group):
+            c2 = cols[:oh * ow * k].reshape(oh * ow, k)
+            steps.append((im2col_nhwc, (x[i], c2, gi * cg, cg, oh, ow, g.kh, g.kw) + geo))
+            sl = slice(gi * mg, (gi + 1) * mg)
+            steps.append(bind(c2, gp[gi], yi[:, sl], None if bias is None else bias[sl],
+                              None if zi is None else zi[:, sl], *ep, node=name, op=op))
     return steps
 
 

@@ -1,0 +1,135 @@
+"""Packed AVX-512 fp32 GEMM vs float64 numpy: odd shapes, thread-count independence, fallback and argument checks."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from quantgraph import config
+from quantgraph.errors import KernelError
+from quantgraph.kernels.fp32 import gemm_f32_avx512 as G
+from quantgraph.kernels.fp32.eltwise_f32 import ACT_CODES
+from tests.kernels.conftest import requires
+from tests.kernels.fp32.helpers import check, one_node
+
+rng = np.random.default_rng(0)
+avx512 = requires("avx512f")
+
+
+def _r(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _assert_close(got: np.ndarray, a: np.ndarray, b: np.ndarray, extra: np.ndarray | None = None) -> None:
+    """|got - A@B| <= 1e-5 * K-scaled magnitude, against a float64 reference."""
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    if extra is not None:
+        want = want + extra
+    k = max(1, a.shape[1])
+    mag = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64) + 1.0
+    assert np.all(np.abs(got - want) <= 1e-5 * np.sqrt(k) * mag), float(np.max(np.abs(got - want) / mag))
+
+
+SHAPES = [(0, 5, 7), (4, 0, 20), (1, 1, 1), (1, 3, 17), (7, 1, 16), (7, 5, 64), (33, 129, 65), (13, 300, 100),
+          (61, 257, 31), (100, 513, 130), (5, 1000, 200)]
+
+
+@avx512
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_odd_shapes_match_float64(m, k, n) -> None:
+    a, b = _r(m, k), _r(k, n)
+    _assert_close(G.gemm(a, G.pack_b(b)), a, b)
+
+
+@avx512
+def test_strided_a_and_out_slices() -> None:
+    """A with a row stride larger than K (im2col / column slice) and out a column slice of a wider buffer."""
+    big, b = _r(37, 90), _r(70, 45)
+    out = np.full((37, 100), 7.0, np.float32)
+    a = big[:, 10:80]
+    G.gemm(a, G.pack_b(b), out[:, 20:65])
+    _assert_close(out[:, 20:65], a, b)
+    assert np.all(out[:, :20] == 7.0) and np.all(out[:, 65:] == 7.0)
+
+
+@avx512
+@pytest.mark.parametrize("act", ["none", "relu", "gelu", "clip"])
+def test_fused_bias_residual_activation(act) -> None:
+    a, b, bias, z = _r(29, 140), _r(140, 70), _r(70), _r(29, 70)
+    alpha, beta = (-0.5, 0.7) if act == "clip" else (0.0, 0.0)
+    got = G.gemm(a, G.pack_b(b), bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)
+    pre = np.empty_like(got)
+    G.gemm(a, G.pack_b(b), pre, bias=bias, z=z)
+    _assert_close(pre, a, b, bias.astype(np.float64) + z)
+    ref = pre.copy()
+    from quantgraph.kernels.fp32.eltwise_f32 import epilogue
+
+    epilogue(ref, None, 0, None, ACT_CODES[act], alpha, beta)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@avx512
+def test_results_identical_for_one_and_two_threads() -> None:
+    a, b = _r(203, 700), _r(700, 190)
+    p = G.pack_b(b)
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = G.gemm(a, p)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = G.gemm(a, p)
+    finally:
+        numba.set_num_threads(saved)
+    assert np.array_equal(one, two)
+
+
+def test_pack_roundtrip() -> None:
+    b = _r(9, 70)
+    p = G.pack_b(b)
+    assert p.data.shape == (p.panels * 9 * G.NR,) and np.array_equal(G.unpack_b(p), b)
+
+
+@pytest.mark.parametrize("forced", ["portable", "avx2"])
+def test_forced_non_avx512_isa_falls_back_to_numpy(forced) -> None:
+    g, feeds = one_node("MatMul", [("a", _r(5, 96)), ("const:b", _r(96, 80))])
+    with config.override(isa=forced):
+        assert not G.available()
+        check(g, feeds, "matmul_f32_blas")
+
+
+@avx512
+def test_lowering_picks_packed_kernel_for_large_constant_weights() -> None:
+    g, feeds = one_node("MatMul", [("a", _r(3, 5, 96)), ("const:b", _r(96, 80))])
+    check(g, feeds, "matmul_f32_avx512")
+    g, feeds = one_node("MatMul", [("a", _r(5, 96)), ("b", _r(96, 80))])  # runtime B (attention) stays on numpy
+    check(g, feeds, "matmul_f32_blas")
+
+
+BAD = {
+    "float64 A": lambda p: (np.zeros((4, 96)), p, np.zeros((4, 80), np.float32)),
+    "unpacked B": lambda p: (_r(4, 96), _r(96, 80), np.zeros((4, 80), np.float32)),
+    "K mismatch": lambda p: (_r(4, 95), p, np.zeros((4, 80), np.float32)),
+    "out shape": lambda p: (_r(4, 96), p, np.zeros((4, 81), np.float32)),
+    "1-D A": lambda p: (_r(96), p, np.zeros((1, 80), np.float32)),
+    "strided columns": lambda p: (_r(4, 192)[:, ::2], p, np.zeros((4, 80), np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_arguments_raise_kernel_error_before_jit(case, monkeypatch) -> None:
+    def boom(*args):
+        raise AssertionError("JIT code ran")
+
+    monkeypatch.setattr(G, "_gemm_driver", boom)
+    a, p, out = BAD[case](G.pack_b(_r(96, 80)))
+    with pytest.raises(KernelError, match="gemm_f32_avx512"):
+        G.bind(a, p, out, node="fc", op="MatMul")
+
+
+def test_bad_bias_and_residual_raise() -> None:
+    p = G.pack_b(_r(96, 80))
+    a, out = _r(4, 96), np.zeros((4, 80), np.float32)
+    with pytest.raises(KernelError, match="bias"):
+        G.bind(a, p, out, bias=_r(79))
+    with pytest.raises(KernelError, match="Z is"):
+        G.bind(a, p, out, z=_r(4, 79))
