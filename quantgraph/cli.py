@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from quantgraph import __version__, config
+from quantgraph.compiler.api import DEFAULT_OPT_LEVEL
 from quantgraph.errors import QuantgraphError
 
 #: how many leading values of each output ``run`` prints
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "print accuracy, latency and throughput next to onnxruntime's.")
     demo.add_argument("--model", metavar="PATH", help="an ONNX classifier with one float32 (N, 1, 8, 8) input "
                                                       "(default: the bundled digits_cnn.onnx)")
-    demo.add_argument("--opt-level", type=int, choices=range(4), default=2, help="compile() opt_level (default 2)")
+    demo.add_argument("--opt-level", type=int, choices=range(4), default=DEFAULT_OPT_LEVEL,
+                      help=f"compile() opt_level (default {DEFAULT_OPT_LEVEL})")
     demo.add_argument("--repeats", type=_positive, default=20, help="timed runs per measurement (default 20)")
     demo.add_argument("--batch", type=_positive, default=64, help="throughput batch size (default 64)")
     demo.set_defaults(func=_cmd_demo)
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model", metavar="MODEL", help="path to an .onnx file")
     run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                      help="an input array; repeat for each input (NAME= may be left out for one-input models)")
-    run.add_argument("--opt-level", type=int, choices=range(4), default=2, help="compile() opt_level (default 2)")
+    run.add_argument("--opt-level", type=int, choices=range(4), default=DEFAULT_OPT_LEVEL,
+                     help=f"compile() opt_level (default {DEFAULT_OPT_LEVEL})")
     run.add_argument("--save-outputs", metavar="DIR", help="write each output to DIR/<output name>.npy")
     run.set_defaults(func=_cmd_run)
     return parser

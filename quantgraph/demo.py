@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from quantgraph import config, models
-from quantgraph.compiler.api import compile as qg_compile
+from quantgraph.compiler.api import DEFAULT_OPT_LEVEL, compile as qg_compile
 from quantgraph.frontends.onnx import load_onnx
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.tensor import TensorInfo
@@ -180,7 +180,8 @@ def format_table(rows: list[Row], batch: int, n_images: int, reference: str | No
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
-def run_demo(model_path: str | os.PathLike | None = None, batch: int = 64, repeats: int = 20, opt_level: int = 2,
+def run_demo(model_path: str | os.PathLike | None = None, batch: int = 64, repeats: int = 20,
+             opt_level: int = DEFAULT_OPT_LEVEL,
              quiet: bool = False) -> dict[str, Any]:
     """Import, compile and run a classifier on the bundled digits test set; print and return the results.
 

@@ -1,8 +1,9 @@
 """``python -m quantgraph.bench model [--json] [--quick]``: fp32 end-to-end latency vs onnxruntime.
 
 ResNet-50 (dynamic batch; batch 1 and 16) and a 4-layer BERT-style encoder (hidden 384, seq 128, batch 1), built by
-``quantgraph.bench.models``, compiled at opt_level 2 and run side by side with onnxruntime (CPUExecutionProvider,
-all graph optimizations, intra-op threads = our thread count). Reports median latency and the ratio ours / ort.
+``quantgraph.bench.models``, compiled at the default opt_level and run side by side with onnxruntime
+(CPUExecutionProvider, all graph optimizations, intra-op threads = our thread count). Reports median latency and
+the ratio ours / ort.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from quantgraph.bench.common import ort_available, ort_session
+from quantgraph.compiler.api import DEFAULT_OPT_LEVEL
 
 
 def _median_ms(fn: Callable[[], Any], budget: float, min_runs: int = 5, max_runs: int = 200) -> float:
@@ -39,36 +41,17 @@ def _parse(argv: list[str]) -> Any:
     p.add_argument("--quick", action="store_true", help="ResNet-50 batch 1 and BERT only, shorter timing")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even when installed")
-    p.add_argument("--nhwc", action="store_true", help="also run ResNet-50 at opt_level 3 (NHWC layout pass)")
+    p.add_argument("--nchw", action="store_true", help="also run ResNet-50 at opt_level 2 (NCHW, no layout pass)")
     return p.parse_args(argv)
 
 
-def _optimize(graph: Any, opt_level: int = 2) -> tuple[Any, list]:
-    """Engineer P's pipeline when it is importable; otherwise the graph as imported (unfused)."""
-    try:
-        from quantgraph.compiler.pipeline import optimize
-    except ImportError:
-        return graph, []
-    result = optimize(graph, opt_level)
-    if isinstance(result, tuple):
-        return result[0], list(result[1] or [])
-    return result, list(getattr(result, "reports", []) or [])
-
-
-def compile_fp32(model: Any, threads: int | None, opt_level: int = 2) -> tuple[Any, dict[str, float]]:
-    """import -> optimize -> lower into a CompiledModel; returns it with per-stage compile seconds."""
-    from quantgraph.compiler.api import to_graph
-    from quantgraph.compiler.executable import CompiledModel
+def compile_fp32(model: Any, opt_level: int) -> tuple[Any, dict[str, float]]:
+    """``quantgraph.compile`` with its wall time (import + passes + lowering)."""
+    from quantgraph.compiler.api import compile as qg_compile
 
     t0 = time.perf_counter()
-    graph = to_graph(model)
-    t1 = time.perf_counter()
-    before = graph.op_counts()
-    graph, reports = _optimize(graph, opt_level)
-    t2 = time.perf_counter()
-    cm = CompiledModel(graph, opt_level=opt_level, optimized_from=before, pass_reports=reports)
-    t3 = time.perf_counter()
-    return cm, {"import_s": t1 - t0, "optimize_s": t2 - t1, "lower_s": t3 - t2}
+    cm = qg_compile(model, opt_level=opt_level)
+    return cm, {"compile_s": time.perf_counter() - t0}
 
 
 def main(argv: list[str]) -> int:
@@ -80,10 +63,11 @@ def main(argv: list[str]) -> int:
     use_ort = ort_available() and not args.no_ort
     budget = 1.0 if args.quick else 3.0
     rn_batches = [1] if args.quick else [1, 16]
-    cases = [("resnet50", lambda: resnet50(batch="N"), rn_batches, 2)]
-    if args.nhwc:
-        cases.append(("resnet50_nhwc", lambda: resnet50(batch="N"), rn_batches, 3))
-    cases.append(("bert4_h384_s128", lambda: bert_encoder(layers=4, hidden=384, seq=128), [1], 2))
+    level = DEFAULT_OPT_LEVEL
+    cases = [("resnet50", lambda: resnet50(batch="N"), rn_batches, level)]
+    if args.nchw:
+        cases.append(("resnet50_nchw_O2", lambda: resnet50(batch="N"), rn_batches, 2))
+    cases.append(("bert4_h384_s128", lambda: bert_encoder(layers=4, hidden=384, seq=128), [1], level))
     if not args.json:
         print(f"fp32 model latency, {threads} thread(s), median; load average {os.getloadavg()[0]:.2f}")
         print(f"{'model':18s} {'batch':>5s} {'nodes':>6s} {'ours ms':>9s} {'ort ms':>9s} {'ours/ort':>8s}  compile")
@@ -91,7 +75,7 @@ def main(argv: list[str]) -> int:
     with config.override(threads=threads):
         for name, build, batches, level in cases:
             model = build()
-            cm, ctimes = compile_fp32(model, threads, level)
+            cm, ctimes = compile_fp32(model, level)
             sess = ort_session(model, threads) if use_ort else None
             for batch in batches:
                 feeds = sample_inputs(model, batch=batch)
@@ -115,7 +99,7 @@ def main(argv: list[str]) -> int:
                 else:
                     ort_s = f"{row['ort_ms']:9.2f} {row['ratio']:8.2f}" if "ort_ms" in row else f"{'-':>9s} {'-':>8s}"
                     print(f"{name:18s} {batch:5d} {row['nodes']:6d} {ours:9.2f} {ort_s}  "
-                          f"lower {ctimes['lower_s']:.2f}s, first call {first_call:.2f}s", flush=True)
+                          f"{ctimes['compile_s']:.2f}s, first call {first_call:.2f}s", flush=True)
     return rc
 
 

@@ -15,6 +15,9 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.shapes import normalize_shape
 from quantgraph.ir.verify import verify
 
+#: NHWC (the layout pass of O3) is faster than NCHW for our conv kernels: see kernels/fp32/threads.py, README
+DEFAULT_OPT_LEVEL = 3
+
 ModelLike = Union[Graph, str, os.PathLike, bytes, onnx.ModelProto]
 
 
@@ -27,8 +30,8 @@ def to_graph(model: ModelLike) -> Graph:
     return import_onnx(model)
 
 
-def compile(model: ModelLike, opt_level: int = 2, input_shapes: Mapping[str, Sequence[Any]] | None = None,
-            **options: Any) -> CompiledModel:
+def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
+            input_shapes: Mapping[str, Sequence[Any]] | None = None, **options: Any) -> CompiledModel:
     """Compile a model for this CPU.
 
     Args:

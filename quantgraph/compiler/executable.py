@@ -10,6 +10,7 @@ import numpy as np
 from quantgraph import config
 from quantgraph.errors import InputError
 from quantgraph.ir import interpreter
+from quantgraph.kernels.fp32.threads import single_threaded_blas
 from quantgraph.ir.dtypes import dtype_name, to_numpy
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.shapes import format_shape
@@ -68,7 +69,8 @@ class CompiledModel:
             # with verification on (always in tests) every computed value is checked against its inferred type
             return interpreter.run(self.graph, feeds, check_types=config.get().verify)
         plan = self.plan_for(feeds)
-        return dict(zip(self.graph.outputs, plan.run([feeds[t] for t in self.graph.inputs])))
+        with single_threaded_blas():  # our kernels use both cores; see kernels/fp32/threads.py
+            return dict(zip(self.graph.outputs, plan.run([feeds[t] for t in self.graph.inputs])))
 
     def plan_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
         """The execution plan for these inputs' shapes (built and cached on the first call with new shapes)."""
@@ -104,8 +106,9 @@ class CompiledModel:
         else:
             plan = self.plan_for(feeds)
             ordered = [feeds[t] for t in self.graph.inputs]
-            plan.run(ordered)
-            secs = plan.profile(ordered, repeats=repeats)
+            with single_threaded_blas():
+                plan.run(ordered)
+                secs = plan.profile(ordered, repeats=repeats)
             per_op: dict[str, float] = {}
             kernels: dict[str, set] = {}
             for ln, sec, kname in zip(plan.nodes, secs, plan.kernels):

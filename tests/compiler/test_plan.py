@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import quantgraph
+
 from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.plan import build_plan
@@ -120,11 +122,10 @@ def test_graph_output_that_is_an_input_or_constant() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("opt_level", [2, 3])
 def test_optimized_benchmark_models_match_the_interpreter(opt_level) -> None:
-    from quantgraph.bench.model import compile_fp32
     from quantgraph.bench.models import bert_encoder, resnet50, sample_inputs
 
     for model, batches in ((resnet50(batch="N", image=64), (1, 2)), (bert_encoder(layers=1, seq=16), (1,))):
-        cm, _ = compile_fp32(model, None, opt_level)
+        cm = quantgraph.compile(model, opt_level=opt_level)
         for batch in batches:
             feeds = sample_inputs(model, batch=batch)
             want = interpreter.run(cm.graph, feeds)
