@@ -126,24 +126,32 @@ def _conv_prepack(n: Node, g: Graph) -> dict:
     return {"w": conv_f32.pack_conv(w, geo, _layout(n)), "w_shape": tuple(w.shape)}
 
 
-def _conv_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
+def _conv_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes, fused: bool = False) -> int | None:
     lay = _layout(n)
     geo = _geom(n, packed["w_shape"], ins[0], lay)
     if geo is None:
         return None
     oh, ow = (outs[0][2], outs[0][3]) if lay == "NCHW" else (outs[0][1], outs[0][2])
-    return conv_f32.scratch_size(geo, lay, oh, ow)
+    return conv_f32.scratch_size(geo, lay, oh, ow, ins[0][0] if fused else 0)
+
+
+def _conv_avx512_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
+    """Group-1 convs that gather their im2col rows inside the GEMM tasks need no planned scratch."""
+    return _conv_scratch(n, packed, ins, outs, fused=True)
 
 
 def _conv_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray | None) -> list[Step]:
+    """Conv/FusedConv steps; with ``packed["gemm"]`` (the AVX-512 prepack) the GEMM runs on packed weights."""
     lay = _layout(n)
     x = ins[0]
     bias = ins[2] if len(ins) > 2 else None
     z = ins[3] if len(ins) > 3 else None
     geo = _geom(n, packed["w_shape"], x.shape, lay)
     act = ACT_CODES[n.attrs.get("activation", "none")]
+    extra = {"gemm_packed": packed["gemm"], "node": (n.name, n.op)} if "gemm" in packed else {}
     return conv_f32.conv_steps(geo, lay, x, packed["w"], None if bias is None else bias.reshape(-1), z, outs[0],
-                               scratch, act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)))
+                               scratch, act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)),
+                               **extra)
 
 
 # NOTE: the packed AVX-512 GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
@@ -176,18 +184,6 @@ def _conv_avx512_prepack(n: Node, g: Graph) -> dict:
     packed["gemm"] = [gemm_f32_avx512.pack_b(wg) for wg in packed["w"]]
     packed["w"] = packed["w"][:0]  # the numpy copy is not needed any more; keep dtype/rank for _conv_bind
     return packed
-
-
-def _conv_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray | None) -> list[Step]:
-    lay = _layout(n)
-    x = ins[0]
-    bias = ins[2] if len(ins) > 2 else None
-    z = ins[3] if len(ins) > 3 else None
-    geo = _geom(n, packed["w_shape"], x.shape, lay)
-    act = ACT_CODES[n.attrs.get("activation", "none")]
-    return conv_f32.conv_steps(geo, lay, x, packed["w"], None if bias is None else bias.reshape(-1), z, outs[0],
-                               scratch, act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)),
-                               gemm_packed=packed["gemm"], node=(n.name, n.op))
 
 
 # -- matmul / gemm ----------------------------------------------------------------------------------------------
@@ -555,8 +551,8 @@ _UFUNC = KernelDef("eltwise_f32_numpy", _ufunc_accepts, _ufunc_bind, inplace=Tru
 _POOL = KernelDef("pool_f32_numba", _pool_accepts, _pool_bind, scratch=_pool_scratch)
 _VIEW = KernelDef("view", _view_accepts, _no_steps, view=True)
 
-_CONV_AVX512 = KernelDef("conv_f32_avx512", _conv_avx512_accepts, _conv_avx512_bind, _conv_avx512_prepack,
-                         _conv_scratch, priority=20)
+_CONV_AVX512 = KernelDef("conv_f32_avx512", _conv_avx512_accepts, _conv_bind, _conv_avx512_prepack,
+                         _conv_avx512_scratch, priority=20)
 _MM_AVX512 = KernelDef("matmul_f32_avx512", _mm_avx512_accepts, _mm_avx512_bind, _mm_avx512_prepack, priority=20)
 
 KERNELS: dict[str, list[KernelDef]] = {

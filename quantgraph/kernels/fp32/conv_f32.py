@@ -167,10 +167,16 @@ def pack_conv(w: np.ndarray, g: ConvGeom, layout: str) -> np.ndarray:
     return np.ascontiguousarray(wg.transpose(0, 3, 4, 2, 1).reshape(g.group, -1, mg))
 
 
-def scratch_size(g: ConvGeom, layout: str, oh: int, ow: int) -> int:
-    """float32 elements of the im2col buffer one image needs (0 when the conv needs none)."""
+def scratch_size(g: ConvGeom, layout: str, oh: int, ow: int, packed_batch: int = 0) -> int:
+    """float32 elements of the im2col buffer one image needs (0 when the conv needs none). ``packed_batch`` (> 0):
+    the batch of a packed AVX-512 conv, which needs none when it gathers im2col rows inside its GEMM tasks."""
     if g.depthwise or (g.pointwise and (layout == "NCHW" or g.group == 1)):
         return 0
+    if packed_batch > 0 and g.group == 1 and layout == "NHWC":
+        from quantgraph.kernels.fp32.gemm_f32_avx512 import conv_fusable
+
+        if conv_fusable(packed_batch * oh * ow, g.m, g.c * g.kh * g.kw, g.c):
+            return 0
     k = (g.c // g.group) * g.kh * g.kw
     if layout == "NCHW":
         return k * oh * ow
@@ -244,20 +250,27 @@ def conv_steps(g: ConvGeom, layout: str, x: np.ndarray, wp: np.ndarray, bias: np
 def _conv_steps_packed(g: ConvGeom, x: np.ndarray, gp: list, bias: np.ndarray | None, z: np.ndarray | None,
                        y: np.ndarray, cols: np.ndarray | None, act: int, alpha: float, beta: float,
                        node: tuple[str, str] | None) -> list:
-    """NHWC conv on the packed AVX-512 GEMM (see ``conv_steps``)."""
-    from quantgraph.kernels.fp32.gemm_f32_avx512 import bind
+    """NHWC conv on the packed AVX-512 GEMM (see ``conv_steps``): a 1x1 stride-1 conv is one GEMM reading the
+    activation in place; other group-1 convs gather their im2col rows inside the GEMM tasks (one parallel region,
+    ``gemm_f32_avx512.bind_conv``) when ``conv_fusable`` says so; the rest run im2col per image, then the GEMM."""
+    from quantgraph.kernels.fp32.gemm_f32_avx512 import bind, bind_conv, conv_fusable
 
     name, op = node if node is not None else (None, None)
     n = x.shape[0]
     mg, cg = g.m // g.group, g.c // g.group
     oh, ow = y.shape[1], y.shape[2]
     ep = (act, alpha, beta)
-    if g.pointwise and g.group == 1:
-        return [bind(x.reshape(-1, g.c), gp[0], y.reshape(-1, g.m), bias, None if z is None else z.reshape(-1, g.m),
-                     *ep, node=name, op=op)]
-    steps: list = []
-    k = cg * g.kh * g.kw
+    y2 = _rows_view(y, g.m)
+    z2 = None if z is None else _rows_view(z, g.m)
+    if g.pointwise and g.group == 1 and np.shares_memory(x2 := x.reshape(-1, g.c), x):
+        # 1x1 stride 1: the GEMM reads the activation in place (no im2col, no copy)
+        return [bind(x2, gp[0], y2, bias, z2, *ep, node=name, op=op)]
     geo = (g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    k = cg * g.kh * g.kw
+    if g.group == 1 and (conv_fusable(n * oh * ow, g.m, k, cg) or cols is None or cols.size < oh * ow * k):
+        # im2col fused into the GEMM tasks: one parallel region, no scratch matrix
+        return [bind_conv(x, gp[0], y2, bias, z2, *ep, oh, ow, g.kh, g.kw, geo, node=name, op=op)]
+    steps: list = []
     for i in range(n):
         yi = y[i].reshape(oh * ow, g.m)
         zi = None if z is None else z[i].reshape(oh * ow, g.m)
@@ -268,6 +281,16 @@ def _conv_steps_packed(g: ConvGeom, x: np.ndarray, gp: list, bias: np.ndarray | 
             steps.append(bind(c2, gp[gi], yi[:, sl], None if bias is None else bias[sl],
                               None if zi is None else zi[:, sl], *ep, node=name, op=op))
     return steps
+
+
+def _rows_view(a: np.ndarray, m: int) -> np.ndarray:
+    """``a`` (N, OH, OW, M) as (N*OH*OW, M), which must be a view: steps are bound once and write in place."""
+    v = a.reshape(-1, m)
+    if v.size and not np.shares_memory(v, a):
+        from quantgraph.errors import KernelError
+
+        raise KernelError(f"conv output/residual of strides {a.strides} cannot be viewed as rows")
+    return v
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

@@ -199,21 +199,52 @@ def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf):
         _T1(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _chunk(ci, nmc, m):
+    """Rows [r0, r1) of M chunk ``ci`` of ``nmc``: whole MR tiles dealt out as evenly as possible."""
+    nt = (m + MR - 1) // MR
+    r0 = (ci * nt // nmc) * MR
+    r1 = min(((ci + 1) * nt // nmc) * MR, m)
+    return r0, r1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta):
+    """Copy the N-tail panel out of ``tail`` and run the fused epilogue over the task's block."""
+    c0 = p0 * NR
+    c1 = min(p1 * NR, n)
+    if c1 - c0 < p1 * NR - c0:  # copy the valid columns of the tail panel
+        tc = (p1 - 1) * NR
+        for i in range(rows):
+            for j in range(n - tc):
+                out[r0 + i, tc + j] = tail[i * NR + j]
+    if has_bias or has_z or act != 0:
+        for i in range(rows):
+            row = out[r0 + i, c0:c1]
+            if has_bias:
+                for j in range(c1 - c0):
+                    row[j] += bias[c0 + j]
+            if has_z:
+                for j in range(c1 - c0):
+                    row[j] += z[r0 + i, c0 + j]
+            act_row(row, act, alpha, beta)
+
+
 @njit(nogil=True, cache=True, parallel=True)
-def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg):
-    """out[:m, :n] = act(a @ B + bias + z); ``bp`` is B packed ``[npan][k][NR]``; tasks (mc rows) x (pg panels)."""
+def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg, nmc):
+    """out[:m, :n] = act(a @ B + bias + z); ``bp`` is B packed ``[npan][k][NR]``; tasks (nmc row chunks of at most
+    ``mc`` rows) x (pg panels)."""
     m = a.shape[0]
     lda = a.strides[0] // 4
     ldo = out.strides[0] // 4
     npan = (n + NR - 1) // NR
-    nmc = (m + mc - 1) // mc
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
         ci = t // npg
         p0 = (t - ci * npg) * pg
         p1 = min(p0 + pg, npan)
-        r0 = ci * mc
-        rows = min(mc, m - r0)
+        r0, r1 = _chunk(ci, nmc, m)
+        rows = r1 - r0
         # N-tail panel: computed into a scratch tile block (ldc = NR), copied out after the last K block
         tail = np.zeros(mc * NR, np.float32)
         for k0 in range(0, k, KC):
@@ -226,23 +257,134 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
                     _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf)
                 else:
                     _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, tail, 0, NR, accf)
-        c0 = p0 * NR
-        c1 = min(p1 * NR, n)
-        if c1 - c0 < p1 * NR - c0:  # copy the valid columns of the tail panel
-            tc = (p1 - 1) * NR
-            for i in range(rows):
-                for j in range(n - tc):
-                    out[r0 + i, tc + j] = tail[i * NR + j]
-        if has_bias or has_z or act != 0:
-            for i in range(rows):
-                row = out[r0 + i, c0:c1]
-                if has_bias:
-                    for j in range(c1 - c0):
-                        row[j] += bias[c0 + j]
-                if has_z:
-                    for j in range(c1 - c0):
-                        row[j] += z[r0 + i, c0 + j]
-                act_row(row, act, alpha, beta)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _im2col_block(x, xf, buf, rows, rimg, riy, rix, k0, kc, cg, kh, kw, dh, dw, seg_c, seg_n, seg_dy, seg_dx,
+                  run_src, run_n):
+    """buf[i*KC + j] = im2col(x)[row i, k0 + j] for an NHWC batch ``x`` (N, H, W, cg); row i reads image
+    ``rimg[i]`` at window origin (``riy[i]``, ``rix[i]``); the column order is (ki, kj, c) as
+    ``conv_f32.pack_conv``; zeros where the window reads padding. The K block is cut once into per-tap segments;
+    with ``xf`` (x flattened, C-contiguous; empty otherwise) rows whose window is inside the image copy merged runs
+    of segments that are contiguous in x (a whole window row when the conv has few channels)."""
+    h = x.shape[1]
+    w = x.shape[2]
+    tap = k0 // cg
+    c = k0 - tap * cg
+    ki = tap // kw
+    kj = tap - ki * kw
+    nseg = 0
+    kk = 0
+    while kk < kc:
+        ln = min(cg - c, kc - kk)
+        seg_c[nseg] = c
+        seg_n[nseg] = ln
+        seg_dy[nseg] = ki * dh
+        seg_dx[nseg] = kj * dw
+        nseg += 1
+        kk += ln
+        c = 0
+        kj += 1
+        if kj == kw:
+            kj = 0
+            ki += 1
+    nrun = 0
+    if xf.size > 0:
+        for sgi in range(nseg):
+            src = (seg_dy[sgi] * w + seg_dx[sgi]) * cg + seg_c[sgi]
+            if nrun > 0 and run_src[nrun - 1] + run_n[nrun - 1] == src:
+                run_n[nrun - 1] += seg_n[sgi]
+            else:
+                run_src[nrun] = src
+                run_n[nrun] = seg_n[sgi]
+                nrun += 1
+    ylast = (kh - 1) * dh
+    xlast = (kw - 1) * dw
+    for i in range(rows):
+        img = rimg[i]
+        iy0 = riy[i]
+        ix0 = rix[i]
+        dst = i * KC
+        if nrun > 0 and iy0 >= 0 and iy0 + ylast < h and ix0 >= 0 and ix0 + xlast < w:
+            base = ((img * h + iy0) * w + ix0) * cg
+            for q in range(nrun):
+                ln = run_n[q]
+                src = base + run_src[q]
+                if ln >= LANES:
+                    buf[dst:dst + ln] = xf[src:src + ln]
+                else:
+                    for j in range(ln):
+                        buf[dst + j] = xf[src + j]
+                dst += ln
+            continue
+        for sgi in range(nseg):
+            ln = seg_n[sgi]
+            iy = iy0 + seg_dy[sgi]
+            ix = ix0 + seg_dx[sgi]
+            if 0 <= iy < h and 0 <= ix < w:
+                c = seg_c[sgi]
+                if ln >= LANES:  # a slice copy vectorizes; short runs (few channels) go scalar
+                    buf[dst:dst + ln] = x[img, iy, ix, c:c + ln]
+                else:
+                    for j in range(ln):
+                        buf[dst + j] = x[img, iy, ix, c + j]
+            else:
+                for j in range(ln):
+                    buf[dst + j] = np.float32(0.0)
+            dst += ln
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg, nmc,
+                 oh, ow, kw, sh, sw, dh, dw, pt, pl, xf, kh):
+    """NHWC conv (group 1) as one parallel region: out (N*oh*ow, n) = act(im2col(x) @ B + bias + z). Each task
+    builds its rows' im2col block for one K block (mc x KC floats, stays in L1/L2) right before the microkernels
+    consume it; same tasks, K-block order and tiles as :func:`_gemm_driver`, so the results are identical."""
+    m = out.shape[0]
+    cg = x.shape[3]
+    ohw = oh * ow
+    ldo = out.strides[0] // 4
+    npan = (n + NR - 1) // NR
+    npg = (npan + pg - 1) // pg
+    for t in prange(nmc * npg):
+        ci = t // npg
+        p0 = (t - ci * npg) * pg
+        p1 = min(p0 + pg, npan)
+        r0, r1 = _chunk(ci, nmc, m)
+        rows = r1 - r0
+        tail = np.zeros(mc * NR, np.float32)
+        buf = np.empty(mc * KC, np.float32)
+        rimg = np.empty(rows, np.int64)
+        riy = np.empty(rows, np.int64)
+        rix = np.empty(rows, np.int64)
+        for i in range(rows):
+            r = r0 + i
+            img = r // ohw
+            pix = r - img * ohw
+            oy = pix // ow
+            rimg[i] = img
+            riy[i] = oy * sh - pt
+            rix[i] = (pix - oy * ow) * sw - pl
+        seg_c = np.empty(KC, np.int64)
+        seg_n = np.empty(KC, np.int64)
+        seg_dy = np.empty(KC, np.int64)
+        seg_dx = np.empty(KC, np.int64)
+        run_src = np.empty(KC, np.int64)
+        run_n = np.empty(KC, np.int64)
+        for k0 in range(0, k, KC):
+            kc = min(KC, k - k0)
+            accf = 1 if k0 > 0 else 0
+            _im2col_block(x, xf, buf, rows, rimg, riy, rix, k0, kc, cg, kh, kw, dh, dw, seg_c, seg_n, seg_dy, seg_dx,
+                          run_src, run_n)
+            for p in range(p0, p1):
+                col0 = p * NR
+                b_off = p * k * NR + k0 * NR
+                if col0 + NR <= n:
+                    _rows(buf, 0, KC, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf)
+                else:
+                    _rows(buf, 0, KC, rows, bp, b_off, kc, tail, 0, NR, accf)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta)
 
 
 # -- Python API -------------------------------------------------------------------------------------------------
@@ -286,20 +428,26 @@ def available() -> bool:
     return target.has("avx512f")
 
 
-def blocking(m: int, n: int, k: int) -> tuple[int, int]:
-    """(rows per task, panels per task): up to 16*MR rows (the A block, mc x KC floats, stays in L2), and the
-    panels split until there are >= 8 tasks, so short-M GEMMs still use every core.
+def blocking(m: int, n: int, k: int) -> tuple[int, int, int]:
+    """(max rows per task, panels per task, row chunks): M is cut into ``nmc`` chunks of whole MR tiles, as even as
+    possible, of at most 16*MR rows (the A block, mc x KC floats, stays in L2); a small odd chunk count is made even
+    (prange deals tasks out in contiguous halves on two cores). The panels are split until there are >= 8 tasks, so
+    short-M GEMMs still use every core.
 
     NOTE: the split never changes results: each row's accumulators and each panel's K-block order are the same
     whichever task computes them, so any thread count gives bit-identical output.
     """
     npan = (n + NR - 1) // NR
-    mc = min(max(MR, -(-m // MR) * MR), 16 * MR)
-    nmc = (m + mc - 1) // mc
+    ntile = -(-m // MR)
+    nmc = -(-ntile // 16)
+    if 1 < nmc < 16 and nmc % 2 and nmc < ntile:
+        nmc += 1
+    nmc = max(1, min(nmc, ntile))
+    mc = -(-ntile // nmc) * MR
     pg = npan
     while nmc * ((npan + pg - 1) // pg) < 8 and pg > 1:
         pg = (pg + 1) // 2
-    return mc, pg
+    return mc, pg, nmc
 
 
 def _fail(msg: str, node: str | None, op: str | None) -> KernelError:
@@ -343,14 +491,45 @@ def bind(a: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | None = 
             raise _fail(f"kernel '{NAME}': bias is {bias.dtype} of {bias.size} values; expected {packed.n} float32",
                         node, op)
         bias = np.ascontiguousarray(bias.reshape(-1))
-    mc, pg = blocking(m, packed.n, k)
+    mc, pg, nmc = blocking(m, packed.n, k)
     args = (a, packed.data, k, packed.n, out, _EMPTY1 if bias is None else bias, bias is not None,
-            _EMPTY2 if z is None else z, z is not None, int(act), float(alpha), float(beta), mc, pg)
+            _EMPTY2 if z is None else z, z is not None, int(act), float(alpha), float(beta), mc, pg, nmc)
     if m == 0:
         return (_nothing, ())
     if k == 0:
         return (_zero_then, (out, args))
     return (_gemm_driver, args)
+
+
+def conv_fusable(m: int, n: int, k: int, cg: int) -> bool:
+    """Whether :func:`bind_conv` (im2col inside the GEMM tasks) beats a separate parallel im2col: the gathered
+    runs are long enough to copy as vectors (>= 16 channels, or a window of >= 9 taps whose rows merge into one
+    run, e.g. the 7x7 stem on 3 channels), and each row block is gathered once (the panels are not split over
+    tasks, which happens only for short M, where the separate im2col is cheap anyway). Measured on ResNet-50."""
+    mc, pg, nmc = blocking(m, n, k)
+    return (cg >= LANES or k // cg >= 9) and pg >= (n + NR - 1) // NR
+
+
+def bind_conv(x: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | None, z: np.ndarray | None,
+              act: int, alpha: float, beta: float, oh: int, ow: int, kh: int, kw: int,
+              geo: tuple[int, int, int, int, int, int], *, node: str | None = None,
+              op: str | None = None) -> tuple[Callable[..., Any], tuple]:
+    """Prebound step for a group-1 NHWC conv with im2col fused into the GEMM tasks (:func:`_conv_driver`):
+    ``out (N*oh*ow, M) = act(im2col(x) @ B + bias + z)``, x (N, H, W, C), B packed from (kh*kw*C, M);
+    ``geo`` = (sh, sw, dh, dw, pt, pl). Arguments are checked as in :func:`bind`."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise _fail(f"kernel '{NAME}': conv input must be a 4-D float32 NHWC array", node, op)
+    if x.shape[3] > 1 and x.strides[3] != 4:
+        raise _fail(f"kernel '{NAME}': conv input has strides {x.strides}; expected unit channel stride", node, op)
+    n_img = x.shape[0]
+    k = kh * kw * x.shape[3]
+    # reuse bind's checks with a stand-in A of the im2col shape (never read)
+    fake_a = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (n_img * oh * ow, k), (0, 4))
+    fn, args = bind(fake_a, packed, out, bias, z, act, alpha, beta, node=node, op=op)
+    if fn is not _gemm_driver:  # M == 0 or K == 0: nothing to gather
+        return fn, args
+    xf = x.reshape(-1) if x.flags.c_contiguous else _EMPTY1
+    return (_conv_driver, (x,) + args[1:] + (oh, ow, kw) + tuple(int(v) for v in geo) + (xf, kh))
 
 
 def _nothing() -> None:
@@ -360,7 +539,7 @@ def _nothing() -> None:
 def _zero_then(out: np.ndarray, args: tuple) -> None:
     """K == 0: the product is zero; the epilogue still applies."""
     out[...] = 0.0
-    a, bp, _, n, out_, bias, hb, z, hz, act, alpha, beta, _, _ = args
+    a, bp, _, n, out_, bias, hb, z, hz, act, alpha, beta = args[:12]
     if hb:
         out_ += bias
     if hz:

@@ -133,3 +133,93 @@ def test_bad_bias_and_residual_raise() -> None:
         G.bind(a, p, out, bias=_r(79))
     with pytest.raises(KernelError, match="Z is"):
         G.bind(a, p, out, z=_r(4, 79))
+
+
+# -- im2col fused into the GEMM tasks (bind_conv) -----------------------------------------------------------------
+CONV_CASES = [  # (N, H, W, C, M, kh, kw, stride, dilation, pads (t, l, b, r))
+    (1, 9, 9, 16, 64, 3, 3, 1, 1, (1, 1, 1, 1)),
+    (2, 11, 8, 24, 70, 3, 3, 2, 1, (1, 1, 1, 1)),      # batch, stride, N tail
+    (1, 12, 12, 40, 130, 3, 3, 1, 2, (2, 2, 2, 2)),    # dilation, K tail (360 = 2*128 + 104)
+    (3, 7, 7, 33, 64, 1, 1, 2, 1, (0, 0, 0, 0)),       # 1x1 stride 2, odd channels
+    (1, 10, 10, 20, 64, 5, 3, 1, 1, (2, 0, 1, 1)),     # asymmetric kernel/padding
+    (1, 15, 15, 3, 64, 7, 7, 2, 1, (3, 3, 3, 3)),      # 3 channels: short runs
+]
+
+
+def _conv_ref(x, w, s, d, pads):
+    """float64 NHWC conv; w (kh, kw, C, M)."""
+    n, h, wd, c = x.shape
+    kh, kw, _, m = w.shape
+    t, l, b, r = pads
+    xp = np.zeros((n, h + t + b, wd + l + r, c))
+    xp[:, t:t + h, l:l + wd] = x
+    oh = (h + t + b - d * (kh - 1) - 1) // s + 1
+    ow = (wd + l + r - d * (kw - 1) - 1) // s + 1
+    y = np.zeros((n, oh, ow, m))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i * d:i * d + s * (oh - 1) + 1:s, j * d:j * d + s * (ow - 1) + 1:s]
+            y += patch @ w[i, j].astype(np.float64)
+    return y
+
+
+@avx512
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_fused_im2col_matches_float64(case, contiguous) -> None:
+    n, h, wd, c, m, kh, kw, s, d, pads = case
+    x, w = _r(n, h, wd, c), _r(kh, kw, c, m)
+    if not contiguous:  # a channel slice of a wider tensor: no flat fast path
+        wide = _r(n, h, wd, c + 5)
+        wide[..., 2:2 + c] = x
+        x = wide[..., 2:2 + c]
+    want = _conv_ref(x, w, s, d, pads)
+    oh, ow = want.shape[1], want.shape[2]
+    bias, z = _r(m), _r(n * oh * ow, m)
+    out = np.full((n * oh * ow, m), np.nan, np.float32)
+    fn, args = G.bind_conv(x, G.pack_b(w.reshape(-1, m)), out, bias, z, ACT_CODES["relu"], 0.0, 0.0, oh, ow, kh, kw,
+                           (s, s, d, d, pads[0], pads[1]))
+    assert fn is G._conv_driver
+    fn(*args)
+    ref = np.maximum(want.reshape(-1, m) + bias + z, 0.0)
+    k = kh * kw * c
+    assert np.all(np.abs(out - ref) <= 1e-5 * np.sqrt(k) * (np.abs(ref) + k)), float(np.max(np.abs(out - ref)))
+
+
+@avx512
+def test_conv_fused_im2col_identical_for_one_and_two_threads_and_to_separate_im2col() -> None:
+    from quantgraph.kernels.fp32 import conv_f32
+
+    n, h, c, m = 2, 14, 32, 96
+    x, w = _r(n, h, h, c), _r(m, c, 3, 3)
+    g = conv_f32.ConvGeom(c, m, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
+    wp = conv_f32.pack_conv(w, g, "NHWC")
+    gp = G.pack_b(wp[0])
+    fused = np.empty((n * h * h, m), np.float32)
+    fn, args = G.bind_conv(x, gp, fused, None, None, 0, 0.0, 0.0, h, h, 3, 3, (1, 1, 1, 1, 1, 1))
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        fn(*args)
+        one = fused.copy()
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        fn(*args)
+    finally:
+        numba.set_num_threads(saved)
+    assert np.array_equal(one, fused)
+    sep = np.empty_like(fused)
+    cols = np.empty((h * h, 9 * c), np.float32)
+    for i in range(n):
+        conv_f32.im2col_nhwc(x[i], cols, 0, c, h, h, 3, 3, 1, 1, 1, 1, 1, 1)
+        G.gemm(cols, gp, sep[i * h * h:(i + 1) * h * h])
+    assert np.array_equal(sep, fused)
+
+
+@pytest.mark.parametrize("m,n", [(1, 64), (49, 512), (196, 256), (784, 128), (3136, 64), (12544, 64)])
+def test_blocking_covers_rows_evenly(m, n) -> None:
+    mc, pg, nmc = G.blocking(m, n, 256)
+    tiles = -(-m // G.MR)
+    bounds = [(ci * tiles // nmc) * G.MR for ci in range(nmc + 1)]
+    sizes = [min(b, m) - min(a, m) for a, b in zip(bounds, bounds[1:])]
+    assert sum(sizes) == m and max(sizes) <= mc and max(sizes) - min(sizes) <= G.MR + 5
+    assert nmc == 1 or nmc >= 16 or nmc % 2 == 0 or nmc == tiles
