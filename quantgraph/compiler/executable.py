@@ -69,7 +69,8 @@ class CompiledModel:
             # with verification on (always in tests) every computed value is checked against its inferred type
             return interpreter.run(self.graph, feeds, check_types=config.get().verify)
         plan = self.plan_for(feeds)
-        with single_threaded_blas():  # our kernels use both cores; see kernels/fp32/threads.py
+        # our kernels use both cores (see kernels/fp32/threads.py); NaN/inf are values here, as in the reference
+        with single_threaded_blas(), np.errstate(all="ignore"):
             return dict(zip(self.graph.outputs, plan.run([feeds[t] for t in self.graph.inputs])))
 
     def plan_for(self, feeds: Mapping[str, np.ndarray]) -> Any:

@@ -10,8 +10,11 @@ Layout and blocking (Goto-style, A not packed):
   cover the M tail; the N tail goes through a small scratch tile.
 * Driver (:func:`_gemm_driver`): tasks = (chunk of ``mc`` rows) x (group of ``pg`` panels) under ``prange``;
   inside a task, K blocks of ``KC`` (the B micro-panel, ``KC * NR * 4`` bytes, stays in L1 while the row tiles
-  stream A from L2), then panels, then row tiles. After the last K block the fused epilogue (per-column bias,
-  residual Z, activation; ``eltwise_f32.act_row``) runs over the task's block while it is hot.
+  stream A from L2), then panels, then row tiles. Epilogue (per-column bias, residual Z, activation): for no
+  activation, ReLU and clip it is applied by the microkernel to the accumulators on the last K block, before the
+  store (``EPI_*`` flags), so C is written once; other activations (``eltwise_f32.act_row``) and the N-tail panel
+  get it in a post-pass over the task's block while it is hot. Both do (acc + bias) + z, then the activation, in
+  float32, so the results are the same bits either way.
 
 Numerics: float32 accumulation with FMA, summed over K blocks in a fixed order. The task split depends only on the
 shape (never the thread count), so results are bit-identical for any number of threads.
@@ -44,17 +47,22 @@ UNROLL = 4          # K steps per main-loop iteration
 TAIL_ROWS = (8, 4, 2, 1)  # tiles for the M tail, largest first
 _EMPTY1 = np.zeros(0, np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
+# epilogue flags of the microkernel (last K block only): applied to the accumulators before the store
+EPI_BIAS, EPI_Z, EPI_RELU, EPI_CLIP = 1, 2, 4, 8
 
 
 # -- the microkernel as LLVM IR ---------------------------------------------------------------------------------
 def build_tile_function(module: ir.Module, mr: int, nr: int) -> ir.Function:
-    """Emit (once per module) ``void tile(float* a, i64 lda, float* b, i64 kc, float* c, i64 ldc, i64 acc)``.
+    """Emit (once per module) ``void tile(float* a, i64 lda, float* b, i64 kc, float* c, i64 ldc, i64 acc,
+    float* bias, float* z, i64 ldz, i64 epi, float lo, float hi)``.
 
     ``c[r*ldc + j] (+)= sum_k a[r*lda + k] * b[k*nr + j]`` for r < mr, j < nr; with ``acc == 0`` C is overwritten,
     otherwise added to (K blocks after the first). Strides are in floats. Accumulators are allocas that SROA
-    promotes to registers.
+    promotes to registers. ``epi`` (bit flags ``EPI_*``, nonzero only on the last K block) applies the epilogue
+    to the accumulators before the store, in the post-pass order: ``+ bias[j]`` (one vector load per 16 columns),
+    ``+ z[r*ldz + j]``, then ReLU (``maxnum`` with 0) or clip (``maxnum`` lo, ``minnum`` hi).
     """
-    name = f"quantgraph.tile.f32.avx512.{mr}x{nr}"
+    name = f"quantgraph.tile.f32.avx512.{mr}x{nr}.epi"
     found = module.globals.get(name)
     if found is not None:
         return found
@@ -63,15 +71,24 @@ def build_tile_function(module: ir.Module, mr: int, nr: int) -> ir.Function:
     pf = f32.as_pointer()
     vty = ir.VectorType(f32, LANES)
     pv = vty.as_pointer()
-    fma = module.globals.get("llvm.fma.v16f32")
-    if fma is None:
-        fma = ir.Function(module, ir.FunctionType(vty, [vty, vty, vty]), "llvm.fma.v16f32")
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pf, i64, pf, i64, pf, i64, i64]), name)
+
+    def intr(iname: str, nargs: int) -> ir.Function:
+        f = module.globals.get(iname)
+        if f is None:
+            f = ir.Function(module, ir.FunctionType(vty, [vty] * nargs), iname)
+        return f
+
+    fma = intr("llvm.fma.v16f32", 3)
+    vmax = intr("llvm.maxnum.v16f32", 2)
+    vmin = intr("llvm.minnum.v16f32", 2)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pf, i64, pf, i64, pf, i64, i64, pf, pf, i64, i64,
+                                                             f32, f32]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
     fn.attributes.add("nounwind")
-    a, lda, bp, kc, c, ldc, accflag = fn.args
-    names = ("entry", "load_c", "zero_c", "start", "main", "rem_check", "rem", "done")
+    a, lda, bp, kc, c, ldc, accflag, biasp, zp, ldz, epi, lo, hi = fn.args
+    names = ("entry", "load_c", "zero_c", "start", "main", "rem_check", "rem", "done", "epi_bias", "epi_z_check",
+             "epi_z", "epi_act_check", "epi_relu", "epi_clip_check", "epi_clip", "store")
     blk = {n: fn.append_basic_block(n) for n in names}
     b = ir.IRBuilder(blk["entry"])
     acc = [[b.alloca(vty) for _ in range(nv)] for _ in range(mr)]
@@ -124,7 +141,48 @@ def build_tile_function(module: ir.Module, mr: int, nr: int) -> ir.Function:
     b.store(k1, k_var)
     b.cbranch(b.icmp_signed("<", k1, kc), blk["rem"], blk["done"])
 
+    def has(flag: int) -> ir.Value:
+        return b.icmp_signed("!=", b.and_(epi, ir.Constant(i64, flag)), ir.Constant(i64, 0))
+
+    def update(f) -> None:
+        for r in range(mr):
+            for v in range(nv):
+                b.store(f(r, v, b.load(acc[r][v])), acc[r][v])
+
+    def vload(p: ir.Value, off: int) -> ir.Value:
+        return b.load(b.bitcast(b.gep(p, [ir.Constant(i64, off)]), pv), align=4)
+
+    def splat(s: ir.Value) -> ir.Value:
+        one = b.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+        return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                ir.Constant(ir.VectorType(ir.IntType(32), LANES), None))
+
     b.position_at_end(blk["done"])
+    b.cbranch(has(EPI_BIAS), blk["epi_bias"], blk["epi_z_check"])
+    b.position_at_end(blk["epi_bias"])
+    bvec = [vload(biasp, v * LANES) for v in range(nv)]
+    update(lambda r, v, x: b.fadd(x, bvec[v]))
+    b.branch(blk["epi_z_check"])
+    b.position_at_end(blk["epi_z_check"])
+    b.cbranch(has(EPI_Z), blk["epi_z"], blk["epi_act_check"])
+    b.position_at_end(blk["epi_z"])
+    zrow = [b.gep(zp, [b.mul(ldz, ir.Constant(i64, r))]) for r in range(mr)]
+    update(lambda r, v, x: b.fadd(x, vload(zrow[r], v * LANES)))
+    b.branch(blk["epi_act_check"])
+    b.position_at_end(blk["epi_act_check"])
+    b.cbranch(has(EPI_RELU), blk["epi_relu"], blk["epi_clip_check"])
+    b.position_at_end(blk["epi_relu"])
+    zero = ir.Constant(vty, None)
+    update(lambda r, v, x: b.call(vmax, [x, zero]))
+    b.branch(blk["store"])
+    b.position_at_end(blk["epi_clip_check"])
+    b.cbranch(has(EPI_CLIP), blk["epi_clip"], blk["store"])
+    b.position_at_end(blk["epi_clip"])
+    vlo, vhi = splat(lo), splat(hi)
+    update(lambda r, v, x: b.call(vmin, [b.call(vmax, [x, vlo]), vhi]))
+    b.branch(blk["store"])
+
+    b.position_at_end(blk["store"])
     for r in range(mr):
         for v in range(nv):
             b.store(b.load(acc[r][v]), b.bitcast(b.gep(crow[r], [ir.Constant(i64, v * LANES)]), pv), align=4)
@@ -134,22 +192,26 @@ def build_tile_function(module: ir.Module, mr: int, nr: int) -> ir.Function:
 
 @functools.lru_cache(maxsize=None)
 def tile_kernel(mr: int, nr: int = NR):
-    """Numba intrinsic ``tile(a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc)`` for one (MR, NR).
+    """Numba intrinsic ``tile(a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc, bias, bias_off, z, z_off, ldz, epi,
+    lo, hi)`` for one (MR, NR).
 
-    ``a``, ``b``, ``c`` are float32 arrays of any rank/layout; offsets and strides are in elements from each
-    array's data pointer. The caller guarantees every address touched is inside its array.
+    ``a``, ``b``, ``c``, ``bias``, ``z`` are float32 arrays of any rank/layout; offsets and strides are in elements
+    from each array's data pointer. ``bias`` / ``z`` are read only when ``epi`` has ``EPI_BIAS`` / ``EPI_Z``. The
+    caller guarantees every address touched is inside its array.
     """
     if nr % LANES or mr < 1:
         raise ValueError(f"no fp32 microkernel for {mr}x{nr}")
 
     @intrinsic
-    def tile(typingctx, a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc):
-        arrays = (a, b, c)
-        ints = (a_off, lda, b_off, kc, c_off, ldc, acc)
+    def tile(typingctx, a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc, bias, bias_off, z, z_off, ldz, epi, lo,
+             hi):
+        arrays = (a, b, c, bias, z)
+        ints = (a_off, lda, b_off, kc, c_off, ldc, acc, bias_off, z_off, ldz, epi)
         if not all(isinstance(t, types.Array) and t.dtype == types.float32 for t in arrays) \
-                or not all(isinstance(t, types.Integer) for t in ints):
+                or not all(isinstance(t, types.Integer) for t in ints) \
+                or not all(isinstance(t, types.Float) for t in (lo, hi)):
             return None
-        sig = types.void(a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc)
+        sig = types.void(a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc, bias, bias_off, z, z_off, ldz, epi, lo, hi)
 
         def codegen(context, builder, signature, args):
             pf = ir.FloatType().as_pointer()
@@ -157,12 +219,16 @@ def tile_kernel(mr: int, nr: int = NR):
             def as64(idx: int) -> ir.Value:
                 return context.cast(builder, args[idx], signature.args[idx], types.int64)
 
+            def as32f(idx: int) -> ir.Value:
+                return context.cast(builder, args[idx], signature.args[idx], types.float32)
+
             def ptr(idx: int, off_idx: int) -> ir.Value:
                 arr = context.make_array(signature.args[idx])(context, builder, args[idx])
                 return builder.gep(builder.bitcast(arr.data, pf), [as64(off_idx)])
 
             fn = build_tile_function(builder.module, mr, nr)
-            builder.call(fn, [ptr(0, 1), as64(2), ptr(3, 4), as64(5), ptr(6, 7), as64(8), as64(9)])
+            builder.call(fn, [ptr(0, 1), as64(2), ptr(3, 4), as64(5), ptr(6, 7), as64(8), as64(9),
+                              ptr(10, 11), ptr(12, 13), as64(14), as64(15), as32f(16), as32f(17)])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -180,23 +246,43 @@ _T1 = tile_kernel(1, NR)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf):
-    """``rows`` rows of A times one B micro-panel into C: main tiles, then the 8/4/2/1 tail."""
+def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z, z_off, ldz, epi, lo, hi):
+    """``rows`` rows of A times one B micro-panel into C: main tiles, then the 8/4/2/1 tail; ``epi`` != 0 applies
+    the in-register epilogue (bias[col0:], z rows from ``z_off``)."""
     r = 0
     while r + MR <= rows:
-        _T_MAIN(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
+        _T_MAIN(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z,
+                z_off + r * ldz, ldz, epi, lo, hi)
         r += MR
     if MR > 8 and r + 8 <= rows:
-        _T8(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
+        _T8(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z, z_off + r * ldz,
+            ldz, epi, lo, hi)
         r += 8
     if r + 4 <= rows:
-        _T4(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
+        _T4(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z, z_off + r * ldz,
+            ldz, epi, lo, hi)
         r += 4
     if r + 2 <= rows:
-        _T2(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
+        _T2(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z, z_off + r * ldz,
+            ldz, epi, lo, hi)
         r += 2
     if r < rows:
-        _T1(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf)
+        _T1(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z, z_off + r * ldz,
+            ldz, epi, lo, hi)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _epi_flags(has_bias, has_z, act):
+    """Microkernel epilogue flags for the last K block, or -1 when the activation needs the post-pass (then the
+    whole epilogue runs there, as before)."""
+    f = (EPI_BIAS if has_bias else 0) | (EPI_Z if has_z else 0)
+    if act == 0:
+        return f
+    if act == 1:
+        return f | EPI_RELU
+    if act == 3:
+        return f | EPI_CLIP
+    return -1
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -209,15 +295,21 @@ def _chunk(ci, nmc, m):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta):
-    """Copy the N-tail panel out of ``tail`` and run the fused epilogue over the task's block."""
+def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused):
+    """Copy the N-tail panel out of ``tail`` and run the epilogue over the task's block; with ``fused`` the full
+    panels already had it in the microkernel, so only the tail panel's columns get it here."""
     c0 = p0 * NR
     c1 = min(p1 * NR, n)
-    if c1 - c0 < p1 * NR - c0:  # copy the valid columns of the tail panel
+    has_tail = c1 - c0 < p1 * NR - c0
+    if has_tail:  # copy the valid columns of the tail panel
         tc = (p1 - 1) * NR
         for i in range(rows):
             for j in range(n - tc):
                 out[r0 + i, tc + j] = tail[i * NR + j]
+    if fused:
+        if not has_tail:
+            return
+        c0 = (p1 - 1) * NR
     if has_bias or has_z or act != 0:
         for i in range(rows):
             row = out[r0 + i, c0:c1]
@@ -237,6 +329,13 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
     m = a.shape[0]
     lda = a.strides[0] // 4
     ldo = out.strides[0] // 4
+    ldz = z.strides[0] // 4
+    efl = _epi_flags(has_bias, has_z, act)
+    fused = efl >= 0
+    if not fused:
+        efl = 0
+    lo = np.float32(alpha)
+    hi = np.float32(beta)
     npan = (n + NR - 1) // NR
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
@@ -250,14 +349,16 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
         for k0 in range(0, k, KC):
             kc = min(KC, k - k0)
             accf = 1 if k0 > 0 else 0
+            epi = efl if k0 + kc == k else 0
             for p in range(p0, p1):
                 col0 = p * NR
                 b_off = p * k * NR + k0 * NR
                 if col0 + NR <= n:
-                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf)
+                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf,
+                          bias, col0, z, r0 * ldz + col0, ldz, epi, lo, hi)
                 else:
-                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, tail, 0, NR, accf)
-        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta)
+                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -345,6 +446,13 @@ def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
     cg = x.shape[3]
     ohw = oh * ow
     ldo = out.strides[0] // 4
+    ldz = z.strides[0] // 4
+    efl = _epi_flags(has_bias, has_z, act)
+    fused = efl >= 0
+    if not fused:
+        efl = 0
+    lo = np.float32(alpha)
+    hi = np.float32(beta)
     npan = (n + NR - 1) // NR
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
@@ -377,14 +485,16 @@ def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
             accf = 1 if k0 > 0 else 0
             _im2col_block(x, xf, buf, rows, rimg, riy, rix, k0, kc, cg, kh, kw, dh, dw, seg_c, seg_n, seg_dy, seg_dx,
                           run_src, run_n)
+            epi = efl if k0 + kc == k else 0
             for p in range(p0, p1):
                 col0 = p * NR
                 b_off = p * k * NR + k0 * NR
                 if col0 + NR <= n:
-                    _rows(buf, 0, KC, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf)
+                    _rows(buf, 0, KC, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf,
+                          bias, col0, z, r0 * ldz + col0, ldz, epi, lo, hi)
                 else:
-                    _rows(buf, 0, KC, rows, bp, b_off, kc, tail, 0, NR, accf)
-        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta)
+                    _rows(buf, 0, KC, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused)
 
 
 # -- Python API -------------------------------------------------------------------------------------------------

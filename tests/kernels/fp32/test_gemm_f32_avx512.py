@@ -69,6 +69,37 @@ def test_fused_bias_residual_activation(act) -> None:
 
 
 @avx512
+@pytest.mark.parametrize("act", ["none", "relu", "clip", "sigmoid"])
+@pytest.mark.parametrize("has_bias,has_z", [(True, False), (False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("m,k,n", [(29, 64, 128), (13, 300, 70), (7, 129, 192), (61, 31, 257)])
+def test_in_kernel_epilogue_is_bit_identical_to_post_pass(m, k, n, has_bias, has_z, act) -> None:
+    """bias / residual / ReLU / clip applied to the registers on the last K block (full panels) or in the post-pass
+    (N-tail panel, other activations) give exactly (pre + bias) + z, then the activation, in float32; and the same
+    bits for one and two threads."""
+    a, b = _r(m, k), _r(k, n)
+    bias = _r(n) if has_bias else None
+    z = _r(m, n) if has_z else None
+    alpha, beta = (-0.5, 0.7) if act == "clip" else (0.0, 0.0)
+    p = G.pack_b(b)
+    want = G.gemm(a, p)
+    if has_bias:
+        want = want + bias
+    if has_z:
+        want = want + z
+    from quantgraph.kernels.fp32.eltwise_f32 import epilogue
+
+    epilogue(want, None, 0, None, ACT_CODES[act], alpha, beta)
+    saved = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            got = G.gemm(a, p, bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)
+            assert np.array_equal(got, want), (threads, float(np.max(np.abs(got - want))))
+    finally:
+        numba.set_num_threads(saved)
+
+
+@avx512
 def test_results_identical_for_one_and_two_threads() -> None:
     a, b = _r(203, 700), _r(700, 190)
     p = G.pack_b(b)
