@@ -118,27 +118,27 @@ class Primitive:
         self.name = name
         self.dispatcher = dispatcher
         self.parallel = parallel
+        self._hits = sum(dispatcher.stats.cache_hits.values())  # disk-cache loads seen so far
 
     def __call__(self, *args: Any) -> Any:
         disp = self.dispatcher
         if self.parallel:
-            import numba
-
-            numba.set_num_threads(_threads())
+            _set_threads(_threads())
         n_before = len(disp.overloads)
-        hits_before = sum(disp.stats.cache_hits.values())
         t0 = time.perf_counter()
         result = disp(*args)
         if len(disp.overloads) != n_before:
             dt = time.perf_counter() - t0
+            hits = sum(disp.stats.cache_hits.values())
             with _lock:
-                if sum(disp.stats.cache_hits.values()) > hits_before:
+                if hits > self._hits:
                     _stats["disk_loads"] += 1
                     _stats["load_seconds"] += dt
                 else:
                     _stats["compiles"] += 1
                     _stats["compile_seconds"] += dt
                     log.debug("compiled %s in %.2fs", self.name, dt)
+            self._hits = hits
         return result
 
 
@@ -157,6 +157,18 @@ def primitive(template: str, params: dict[str, Any], func: str, parallel: bool =
 
 
 _primitives: dict[tuple, Primitive] = {}
+
+
+_threads_set: list[int] = [0]
+
+
+def _set_threads(n: int) -> None:
+    """numba.set_num_threads, skipped when unchanged (it costs microseconds per call)."""
+    import numba
+
+    if _threads_set[0] != n or numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+        _threads_set[0] = n
 
 
 def _threads() -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from quantgraph.errors import KernelError
 from quantgraph.kernels import cache, target
 from quantgraph.kernels.epilogue import Epilogue
-from quantgraph.kernels.gemm_int8 import MR, check_out, prepare_a, tasks
+from quantgraph.kernels.gemm_int8 import MR, amx_tasks, check_out, launch_gemm, layout_for, prepare_a
 from quantgraph.kernels.packing import PackedWeights, pack_weights
 
 _DEFAULT_EPILOGUE = Epilogue()
@@ -116,12 +116,13 @@ def pack_conv_weights(w: np.ndarray, spec: ConvSpec, *, x_dtype: str = "uint8", 
                       int(x_zero_point))
 
 
-def _conv_chunk(m: int, kp: int) -> int:
-    """Output pixels per im2col task: ~128 KiB of patches, at least 2 tasks per thread, multiple of MR."""
-    mc = max(2 * MR, min(512, (128 * 1024) // max(kp, 1)))
+def _conv_chunk(m: int, kp: int, rows: int = MR) -> int:
+    """Output pixels per im2col task: ~128 KiB of patches, at least 2 tasks per thread, multiple of ``rows`` (the
+    microkernel's row block: 8 for VNNI, 32 for AMX)."""
+    mc = max(2 * rows, min(512, (128 * 1024) // max(kp, 1)))
     threads = cache._threads()
     mc = min(mc, -(-m // (2 * threads)))
-    return max(MR, -(-mc // MR) * MR)
+    return max(rows, -(-mc // rows) * rows)
 
 
 def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOGUE, *,
@@ -172,18 +173,21 @@ def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOG
         fn = cache.primitive("int_gemm", params, "conv_depthwise", parallel=True)
         fn(xu, np.uint8(w.xpad), xorv, w.dw, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, ep, out2d)
         return out
+    layout = layout_for("u8s8", isa)
     if w.path == "gemm1x1":
-        p = w.groups[0]
-        a2 = prepare_a(x.reshape(m, c), p)
-        fn = cache.primitive("int_gemm", params, "gemm", parallel=True)
-        fn(a2.reshape(-1), a2.shape[1], m, p.data, p.kg, p.n, ep, out2d, 0, *tasks(m, a2.shape[1], p.n_panels))
+        p = w.groups[0].as_layout(layout)
+        launch_gemm(isa, params, prepare_a(x.reshape(m, c), p), m, p, ep, out2d)
         return out
     fn = cache.primitive("int_gemm", params, "conv_im2col", parallel=True)
     cg = w.cin // s.group
     for gi, p in enumerate(w.groups):
+        p = p.as_layout(layout)
         lo, hi = gi * p.n, (gi + 1) * p.n
         ep_g = (np.ascontiguousarray(ep[0][lo:hi]), np.ascontiguousarray(ep[1][lo:hi]),
                 np.ascontiguousarray(ep[2][lo:hi])) + ep[3:]
+        kp = p.kg * p.group
+        rows = 32 if layout == "amx" else MR
+        pblk = amx_tasks(m, p.n_panels, kp // 64)[2] if layout == "amx" else 1
         fn(xu.reshape(-1), nb, h, wd, c, np.uint8(w.xpad), xorv, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh,
-           ow, p.data, p.kg, p.n, ep_g, out2d, lo, _conv_chunk(m, p.kg * p.group))
+           ow, p.data, p.kg, p.n, ep_g, out2d, lo, _conv_chunk(m, kp, rows), pblk)
     return out

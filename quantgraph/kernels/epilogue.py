@@ -90,7 +90,17 @@ class Epilogue:
 
     def validate(self, n: int, out_shape: tuple[int, ...], kernel: str, node: str | None = None,
                  op: str | None = None) -> None:
-        """Check the epilogue against an output of ``out_shape`` with ``n`` channels (last axis)."""
+        """Check the epilogue against an output of ``out_shape`` with ``n`` channels (last axis).
+
+        Memoized per (n, out_shape): the instance is frozen and a compiled model calls it once per layer run.
+        """
+        key = (n, tuple(out_shape))
+        if self.__dict__.get("_validated") == key:
+            return
+        self._validate(n, out_shape, kernel, node, op)
+        object.__setattr__(self, "_validated", key)
+
+    def _validate(self, n: int, out_shape: tuple[int, ...], kernel: str, node: str | None, op: str | None) -> None:
         def bad(msg: str) -> KernelError:
             return KernelError(f"kernel '{kernel}': epilogue {msg}", node, op)
 

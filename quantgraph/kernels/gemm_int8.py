@@ -15,7 +15,7 @@ import numpy as np
 from quantgraph.errors import KernelError
 from quantgraph.kernels import cache, target
 from quantgraph.kernels.epilogue import Epilogue
-from quantgraph.kernels.packing import PackedWeights
+from quantgraph.kernels.packing import PackedWeights, aligned_empty
 
 _DEFAULT_EPILOGUE = Epilogue()
 MR = 8  # rows per full microkernel tile
@@ -38,15 +38,28 @@ def check_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: str, kernel
     return out
 
 
-def check_packed(w: object, layout: str, kernel: str, node: str | None, op: str | None) -> PackedWeights:
+_FAMILIES = {"u8s8": ("k4n32", "amx"), "s16s16": ("k2n32",)}
+
+
+def layout_for(kind: str, isa: str) -> str:
+    """The packed layout the kernels of ``kind`` read on ``isa``."""
+    if kind == "u8s8":
+        return "amx" if isa == "amx" else "k4n32"
+    return "k2n32"
+
+
+def check_packed(w: object, kind: str, isa: str, kernel: str, node: str | None, op: str | None) -> PackedWeights:
+    """``w`` validated and in the layout ``isa`` reads (converted once and memoized if it was packed for another
+    rung, e.g. after ``QUANTGRAPH_ISA`` changed)."""
+    layout = layout_for(kind, isa)
     if not isinstance(w, PackedWeights):
         found = f"{w.dtype}{w.shape} array" if isinstance(w, np.ndarray) else type(w).__name__
         raise KernelError(f"kernel '{kernel}': B is not pre-packed (got a {found}; want '{layout}'); "
                           "run quantgraph.kernels.pack_weights", node, op)
-    if w.layout != layout:
+    if w.layout not in _FAMILIES[kind]:
         raise KernelError(f"kernel '{kernel}': B is packed as '{w.layout}'; want '{layout}'", node, op)
     w.check(kernel, node, op)
-    return w
+    return w.as_layout(layout)
 
 
 def tasks(m: int, kp_bytes: int, n_panels: int) -> tuple[int, int]:
@@ -65,26 +78,60 @@ def tasks(m: int, kp_bytes: int, n_panels: int) -> tuple[int, int]:
 
 
 def prepare_a(a: np.ndarray, w: PackedWeights) -> np.ndarray:
-    """A as a C-contiguous (M, kg*G) array of the kernel's element type (s8 shifted to u8, K zero-padded)."""
+    """A as a C-contiguous (M, kg*G) array of the kernel's element type (s8 shifted to u8, K zero-padded).
+
+    For the ``amx`` layout the rows are also 64-byte aligned (copied unless they already are) when A has at least
+    32 rows; thinner A is read where it is (misaligned tile rows cost less than the copy's call overhead).
+    """
     kp = w.kg * w.group
     if w.a_shift:
         src = a.view(np.uint8) ^ np.uint8(w.a_shift)
     else:
         src = a
-    if kp == w.k and src.flags.c_contiguous:
+    aligned = w.layout != "amx" or a.shape[0] < 32 or src.ctypes.data % 64 == 0
+    if kp == w.k and src.flags.c_contiguous and aligned:
         return src
-    buf = np.zeros((a.shape[0], kp), src.dtype)
+    buf = aligned_empty((a.shape[0], kp), src.dtype)
     buf[:, :w.k] = src
+    buf[:, w.k:] = 0
     return buf
+
+
+def amx_tasks(m: int, n_panels: int, ks: int) -> tuple[int, int, int]:
+    """(rows per task, panels per task, panels per L2 block) for ``gemm_amx``.
+
+    Enough 32-row blocks: one row range per thread, each streaming all of B (every core needs B in its own L2
+    anyway). Thin A (fewer than two blocks per thread): the panels are split instead, so each core reads half of B.
+    A block of panels holds about 1 MiB of B (half the L2), at most 16 panels (the partial-sum buffer).
+    """
+    threads = cache._threads()
+    pblk = max(1, min(16, (1 << 20) // (ks * 2048)))
+    nmb = -(-m // 32)
+    if nmb >= 2 * threads:
+        return -(-nmb // threads) * 32, n_panels, pblk
+    return nmb * 32, -(-n_panels // threads), pblk
+
+
+def launch_gemm(isa: str, params: dict, a2: np.ndarray, m: int, w: PackedWeights, ep: tuple, out2d: np.ndarray,
+                ocol0: int = 0) -> None:
+    """Run the cached GEMM kernel for ``isa`` on a prepared A (see :func:`prepare_a`)."""
+    lda = a2.shape[1]
+    if w.layout == "amx":
+        fn = cache.primitive("int_gemm", params, "gemm_amx", parallel=True)
+        fn(a2.reshape(-1), lda, m, w.data, w.kg // 16, w.n, ep, out2d, ocol0, *amx_tasks(m, w.n_panels, w.kg // 16))
+        return
+    fn = cache.primitive("int_gemm", params, "gemm", parallel=True)
+    fn(a2.reshape(-1), lda, m, w.data, w.kg, w.n, ep, out2d, ocol0, *tasks(m, lda * a2.itemsize, w.n_panels))
 
 
 def run_gemm(kind: str, types: str, a: np.ndarray, w: PackedWeights, epilogue: Epilogue, out: np.ndarray | None,
              node: str | None, op: str | None) -> np.ndarray:
     """Shared front end of the int8/int16 GEMMs: validate, prepare A, pick the ISA, call the cached kernel."""
     isa = target.select_isa(kernel_name(types, "<isa>"))
+    if kind != "u8s8" and isa == "amx":
+        isa = "avx512vnni"  # NOTE: no AMX int16 tiles (tdpbusd is u8/s8 only); the VNNI rung serves s16
     kernel = kernel_name(types, isa)
-    layout = "k4n32" if kind == "u8s8" else "k2n32"
-    w = check_packed(w, layout, kernel, node, op)
+    w = check_packed(w, kind, isa, kernel, node, op)
     if not isinstance(a, np.ndarray):
         raise KernelError(f"kernel '{kernel}': A is a {type(a).__name__}; expected a numpy array", node, op)
     if a.dtype != np.dtype(w.a_dtype):
@@ -100,9 +147,7 @@ def run_gemm(kind: str, types: str, a: np.ndarray, w: PackedWeights, epilogue: E
     res = None if epilogue.residual is None else np.ascontiguousarray(epilogue.residual)
     ep = epilogue.runtime_args(n, w.bias_s32, res)
     params = {"ISA": isa, "KIND": kind, **epilogue.kind.codes()}
-    fn = cache.primitive("int_gemm", params, "gemm", parallel=True)
-    mc, pg = tasks(m, a2.shape[1] * a2.itemsize, w.n_panels)
-    fn(a2.reshape(-1), a2.shape[1], m, w.data, w.kg, n, ep, out, 0, mc, pg)
+    launch_gemm(isa, params, a2, m, w, ep, out)
     return out
 
 

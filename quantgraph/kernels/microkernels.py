@@ -60,11 +60,22 @@ def fused_microkernel(isa: str, kind: str, mr: int, has_bias: bool, has_res: boo
     return tile_epilogue_kernel(isa, kind, mr, bool(has_bias), bool(has_res), ACTS[act])
 
 
-def amx_block(isa: str, kind: str, rows: int, has_bias: bool, has_res: bool, act: int):
-    """AMX ``rows x 32`` block + fused epilogue for the ``amx`` rung and u8s8; else a VNNI stand-in (never called:
-    the driver tests ``ISA == "amx"`` first, and Numba prunes that branch at compile time)."""
-    if isa == "amx" and kind == "u8s8":
-        from quantgraph.kernels.intrinsics.amx import amx_block_kernel
+@functools.lru_cache(maxsize=None)
+def _no_strip():
+    from numba import njit
 
-        return amx_block_kernel(rows, bool(has_bias), bool(has_res), ACTS[act])
-    return fused_microkernel(isa, kind, 8, has_bias, has_res, act)
+    @njit(nogil=True)
+    def strip(*args):  # pragma: no cover - typed only, never run (see amx_strip)
+        raise AssertionError("AMX strip called on a non-AMX rung")
+
+    return strip
+
+
+def amx_strip(isa: str, kind: str, rmode: int, has_bias: bool, has_res: bool, act: int):
+    """The AMX strip kernel (``intrinsics/amx.py``) for the ``amx`` rung and u8s8; else a stand-in that is never
+    called (the drivers branch on the compile-time constant ``USE_AMX``)."""
+    if isa == "amx" and kind == "u8s8":
+        from quantgraph.kernels.intrinsics.amx import amx_strip_kernel
+
+        return amx_strip_kernel(rmode, bool(has_bias), bool(has_res), ACTS[act])
+    return _no_strip()

@@ -4,6 +4,13 @@ Layout ``k4n32`` (int8) / ``k2n32`` (int16): ``[N/32 panels][K/G groups][32 colu
 (int16), zero-padded in K (to a multiple of G) and N (to a multiple of 32). One panel is what one microkernel tile
 multiplies; its G-element groups line up with the 4-byte group of A broadcast per row.
 
+Layout ``amx`` (int8, for the AMX rung): ``[N/32 panels][K/64 steps][2 halves][16 groups][16 columns][4]``, K
+zero-padded to a multiple of 64: every AMX B tile (16 groups x 16 columns x 4 bytes) is one contiguous, 64-byte
+aligned KiB, which the tile loads stream at full speed (the k4n32 order would interleave the two halves). The
+same bytes as k4n32 in another order, so ``PackedWeights.as_layout`` converts either way.
+
+Packed data is 64-byte aligned (``aligned_empty``): a vector or tile row that straddles two cache lines costs two.
+
 The packed object also carries the *compensated bias*: GEMM kernels multiply u8 activations, so an activation with a
 zero point ``zp`` (or an s8 activation, shifted to u8 by ``a ^ 0x80`` i.e. ``a + 128``) is handled by
 
@@ -21,8 +28,26 @@ import numpy as np
 from quantgraph.errors import KernelError
 from quantgraph.kernels.intrinsics.x86 import NR
 
-LAYOUTS = {"k4n32": ("uint8", "int8", 4), "k2n32": ("int16", "int16", 2)}  # layout -> (A dtype family, B, G)
-_A_DTYPES = {"k4n32": ("uint8", "int8"), "k2n32": ("int16",)}
+LAYOUTS = {"k4n32": ("uint8", "int8", 4), "k2n32": ("int16", "int16", 2), "amx": ("uint8", "int8", 4)}
+_A_DTYPES = {"k4n32": ("uint8", "int8"), "k2n32": ("int16",), "amx": ("uint8", "int8")}
+K_ALIGN = {"k4n32": 4, "k2n32": 2, "amx": 64}  # K is zero-padded to a multiple of this
+ALIGN = 64
+
+
+def aligned_empty(shape: int | tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts on a 64-byte boundary."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dt.itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = (-raw.ctypes.data) % ALIGN
+    return raw[start:start + nbytes].view(dt).reshape(shape)
+
+
+def aligned_zeros(shape: int | tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:
+    out = aligned_empty(shape, dtype)
+    out[...] = 0
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,8 +79,26 @@ class PackedWeights:
 
     @property
     def kg(self) -> int:
-        """Number of G-element groups along K (K rounded up to a multiple of G, divided by G)."""
-        return -(-self.k // self.group)
+        """Number of G-element groups along K (K rounded up to the layout's K multiple, divided by G)."""
+        step = K_ALIGN[self.layout]
+        return -(-self.k // step) * step // self.group
+
+    def as_layout(self, layout: str) -> "PackedWeights":
+        """The same weights in ``layout`` (``k4n32`` <-> ``amx``); converted once and memoized on this object."""
+        if layout == self.layout:
+            return self
+        memo = self.__dict__.setdefault("_layouts", {})
+        found = memo.get(layout)
+        if found is None:
+            if layout not in _A_DTYPES or self.a_dtype not in _A_DTYPES[layout]:
+                raise KernelError(f"packed weights ({self.layout!r}, {self.a_dtype} activations) cannot be "
+                                  f"converted to layout {layout!r}")
+            data = _pack_data(unpack_weights(self), layout)
+            # NOTE: frozen dataclass; the memo is a cache, not state (both objects describe the same weights).
+            found = PackedWeights(data, layout, self.k, self.n, self.col_sum, self.a_dtype, self.a_zero_point,
+                                  self.bias_s32)
+            memo[layout] = found
+        return found
 
     @property
     def n_panels(self) -> int:
@@ -86,31 +129,57 @@ def _as_bias(bias_s32: np.ndarray | None, n: int) -> np.ndarray:
     return bias.astype(np.int64)
 
 
+def default_layout(dtype: np.dtype) -> str:
+    """``amx`` for int8 weights when the selected ISA is the AMX rung, else ``k4n32`` / ``k2n32``."""
+    from quantgraph.kernels import target
+
+    if dtype == np.int16:
+        return "k2n32"
+    return "amx" if target.select_isa("pack_weights") == "amx" else "k4n32"
+
+
+def _pack_data(w: np.ndarray, layout: str) -> np.ndarray:
+    """B[K, N] -> the 1-D packed, zero-padded, 64-byte aligned data of ``layout``."""
+    k, n = w.shape
+    g, step = LAYOUTS[layout][2], K_ALIGN[layout]
+    kpad, npan = -(-k // step) * step, -(-n // NR)
+    padded = np.zeros((kpad, npan * NR), w.dtype)
+    padded[:k, :n] = w
+    if layout == "amx":
+        tiled = padded.reshape(kpad // 64, 16, g, npan, 2, NR // 2).transpose(3, 0, 4, 1, 5, 2)
+    else:
+        tiled = padded.reshape(kpad // g, g, npan, NR).transpose(2, 0, 3, 1)
+    data = aligned_empty(padded.size, w.dtype)
+    data.reshape(tiled.shape)[...] = tiled
+    return data
+
+
 def pack_weights(w: np.ndarray, *, a_dtype: str = "uint8", a_zero_point: int = 0,
-                 bias_s32: np.ndarray | None = None) -> PackedWeights:
-    """Pack B[K, N] (int8 -> ``k4n32``, int16 -> ``k2n32``) and fold the activation zero point into the bias.
+                 bias_s32: np.ndarray | None = None, layout: str | None = None) -> PackedWeights:
+    """Pack B[K, N] (int8 -> ``k4n32`` or ``amx``, int16 -> ``k2n32``) and fold the activation zero point into
+    the bias.
 
     Args:
         w: weights, shape (K, N), dtype int8 or int16.
         a_dtype: dtype of the activations the GEMM will see: ``uint8``/``int8`` for int8 weights, ``int16``.
         a_zero_point: activation zero point (compensated through ``bias_s32``).
         bias_s32: optional int32 bias added to every accumulator.
+        layout: force a layout; default: the one the host's selected ISA runs (kernels convert a mismatch once).
     """
     w = np.asarray(w)
     if w.ndim != 2 or w.dtype not in (np.int8, np.int16):
         raise KernelError(f"pack_weights: W has {w.dtype}{w.shape}; expected a 2-D int8 or int16 array (K, N)")
-    layout = "k4n32" if w.dtype == np.int8 else "k2n32"
+    layout = layout or default_layout(w.dtype)
+    if layout not in LAYOUTS or np.dtype(LAYOUTS[layout][1]) != w.dtype:
+        raise KernelError(f"pack_weights: layout {layout!r} does not hold {w.dtype} weights; expected one of "
+                          f"{[name for name, spec in LAYOUTS.items() if np.dtype(spec[1]) == w.dtype]}")
     if a_dtype not in _A_DTYPES[layout]:
         raise KernelError(f"pack_weights: activations {a_dtype!r} cannot multiply {w.dtype} weights; "
                           f"expected one of {_A_DTYPES[layout]}")
     k, n = w.shape
     if k == 0 or n == 0:
         raise KernelError(f"pack_weights: W has shape {w.shape}; K and N must be positive")
-    g = LAYOUTS[layout][2]
-    kg, npan = -(-k // g), -(-n // NR)
-    padded = np.zeros((kg * g, npan * NR), w.dtype)
-    padded[:k, :n] = w
-    data = np.ascontiguousarray(padded.reshape(kg, g, npan, NR).transpose(2, 0, 3, 1)).reshape(-1)
+    data = _pack_data(w, layout)
     col_sum = w.astype(np.int64).sum(axis=0)
     zp_u = int(a_zero_point) + (128 if a_dtype == "int8" else 0)
     bias = (_as_bias(bias_s32, n) - zp_u * col_sum).astype(np.int32)  # NOTE: wraps like the kernels' int32 sums
@@ -119,6 +188,10 @@ def pack_weights(w: np.ndarray, *, a_dtype: str = "uint8", a_zero_point: int = 0
 
 def unpack_weights(p: PackedWeights) -> np.ndarray:
     """Inverse of :func:`pack_weights` (tests and debugging)."""
-    g = p.group
-    arr = p.data.reshape(p.n_panels, p.kg, NR, g).transpose(1, 3, 0, 2).reshape(p.kg * g, p.n_panels * NR)
+    g, npan = p.group, p.n_panels
+    if p.layout == "amx":
+        ks = p.kg * g // 64
+        arr = p.data.reshape(npan, ks, 2, 16, NR // 2, g).transpose(1, 3, 5, 0, 2, 4).reshape(ks * 64, npan * NR)
+    else:
+        arr = p.data.reshape(npan, p.kg, NR, g).transpose(1, 3, 0, 2).reshape(p.kg * g, npan * NR)
     return np.ascontiguousarray(arr[:p.k, :p.n])

@@ -29,9 +29,7 @@ class Isa:
 # 16-bit saturation of vpmaddubsw).
 LADDER: tuple[Isa, ...] = (
     Isa("amx", ("amx-tile", "amx-int8", "avx512f", "avx512bw", "avx512vnni"), 16,
-        "tdpbusd tile blocks (32/16 x 32) for int8 GEMM when K % 64 == 0; avx512vnni for the rest",
-        # TODO(kernels): opt-in until its 2-thread slowdown (seen on a loaded host) is understood.
-        auto=False),
+        "tdpbusd tile strips for int8 GEMM/conv (weights in the amx layout); avx512vnni for int16 and depthwise"),
     Isa("avx512vnni", ("avx512f", "avx512bw", "avx512vnni"), 16, "vpdpbusd/vpdpwssd on zmm"),
     Isa("avxvnni", ("avx2", "avxvnni"), 8, "vpdpbusd/vpdpwssd on ymm (VEX AVX-VNNI, or EVEX with AVX512VL)"),
     Isa("avx512bw", ("avx512f", "avx512bw"), 16, "vpmaddubsw+vpmaddwd on zmm, exact 7+1-bit split"),

@@ -36,13 +36,34 @@ def _full_epilogue(rng, m, n, out_dtype, residual_dtype, activation):
                     clip_min=-1.5, clip_max=2.5, out_scale=0.03, out_zero_point=-5 if out_dtype == "int8" else 9)
 
 
-def test_pack_unpack_roundtrip():
+@pytest.mark.parametrize("layout,kg", [("k4n32", 10), ("amx", 16)])
+def test_pack_unpack_roundtrip(layout, kg):
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (37, 70)).astype(np.int8)
-    p = pack_weights(w)
-    assert p.layout == "k4n32" and p.kg == 10 and p.n_panels == 3
+    p = pack_weights(w, layout=layout)
+    assert p.layout == layout and p.kg == kg and p.n_panels == 3
+    assert p.data.ctypes.data % 64 == 0
     assert np.array_equal(unpack_weights(p), w)
     assert np.array_equal(p.col_sum, w.astype(np.int32).sum(0))
+    other = p.as_layout("amx" if layout == "k4n32" else "k4n32")
+    assert np.array_equal(unpack_weights(other), w) and p.as_layout(other.layout) is other
+    assert np.array_equal(other.bias_s32, p.bias_s32)
+
+
+def test_amx_layout_tiles_are_contiguous():
+    """An AMX B tile (16 K-groups x 16 columns x 4 bytes) is one contiguous KiB: byte (g, j, t) of the first tile
+    of panel 0, K-step 0 is W[4g + t, j]; the second tile holds columns 16..31."""
+    w = np.random.default_rng(1).integers(-128, 128, (64, 32)).astype(np.int8)
+    d = pack_weights(w, layout="amx").data.reshape(2, 16, 16, 4)
+    assert np.array_equal(d[0], w[:, :16].reshape(16, 4, 16).transpose(0, 2, 1))
+    assert np.array_equal(d[1], w[:, 16:].reshape(16, 4, 16).transpose(0, 2, 1))
+
+
+def test_pack_refuses_wrong_layout():
+    with pytest.raises(KernelError, match="layout 'amx' does not hold int16"):
+        pack_weights(np.zeros((4, 4), np.int16), a_dtype="int16", layout="amx")
+    with pytest.raises(KernelError, match="layout 'nope'"):
+        pack_weights(np.zeros((4, 4), np.int8), layout="nope")
 
 
 @SETTINGS
@@ -127,7 +148,7 @@ def _no_jit_lookup(fn):
 def test_gemm_refuses_unpacked_weights():
     a = np.zeros((4, 8), np.uint8)
     msg = _no_jit_lookup(lambda: gemm_u8s8s32(a, np.zeros((8, 4), np.int8), node="fc_1"))
-    assert "node 'fc_1' (QGemm)" in msg and "not pre-packed" in msg and "k4n32" in msg
+    assert "node 'fc_1' (QGemm)" in msg and "not pre-packed" in msg and ("k4n32" in msg or "'amx'" in msg)
 
 
 def test_gemm_refuses_bad_arguments():
@@ -154,13 +175,16 @@ def test_pack_weights_refuses_bad_input():
 
 
 @requires("amx")
-@pytest.mark.parametrize("m,k,n", [(32, 64, 32), (80, 128, 70), (49, 576, 64), (100, 192, 100), (64, 100, 64)])
+@pytest.mark.parametrize("m,k,n", [(32, 64, 32), (80, 128, 70), (49, 576, 64), (100, 192, 100), (64, 100, 64),
+                                   (16, 64, 32), (1, 4096, 40), (33, 1100, 600), (130, 2112, 96), (17, 5, 3),
+                                   (64, 4096, 600)])
 def test_amx_blocks_match_reference(m, k, n):
-    """AMX tile blocks (32/16 rows, K % 64 == 0), their VNNI tails, and the VNNI fallback when K % 64 != 0."""
+    """AMX strips: 32- and 16-row blocks (fused epilogue), ragged row blocks (1..31 rows), the N-tail panel, K
+    padded to 64, K split into chunks (partial sums reloaded from the buffer) and panel blocks (pblk < panels)."""
     rng = np.random.default_rng(m + k + n)
     a, w = _operands(rng, m, k, n)
     epi = _full_epilogue(rng, m, n, "uint8", "uint8", "relu")
-    p = pack_weights(w, a_zero_point=3)
+    p = pack_weights(w, a_zero_point=3, layout="k4n32")  # converted to the amx layout on first use
     with config.override(isa="amx"):
         assert np.array_equal(gemm_u8s8s32(a, p), gemm_reference(a, w, a_zero_point=3))
         assert np.array_equal(gemm_u8s8s32(a, p, epi), gemm_reference(a, w, a_zero_point=3, epilogue=epi))

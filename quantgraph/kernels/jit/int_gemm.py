@@ -12,8 +12,9 @@ count or the task split.
 import numpy as np
 from numba import njit, prange
 
+from quantgraph.kernels.intrinsics.amx import PANEL_STEP
 from quantgraph.kernels.intrinsics.x86 import KIND_GROUP, NR
-from quantgraph.kernels.microkernels import amx_block, fused_microkernel, microkernel
+from quantgraph.kernels.microkernels import amx_strip, fused_microkernel, microkernel
 
 # --- PARAMS ---
 ISA = "portable"
@@ -34,9 +35,10 @@ _E8 = fused_microkernel(ISA, KIND, 8, HAS_BIAS, RES != 0, ACT)
 _E4 = fused_microkernel(ISA, KIND, 4, HAS_BIAS, RES != 0, ACT)
 _E2 = fused_microkernel(ISA, KIND, 2, HAS_BIAS, RES != 0, ACT)
 _E1 = fused_microkernel(ISA, KIND, 1, HAS_BIAS, RES != 0, ACT)
-_A32 = amx_block(ISA, KIND, 32, HAS_BIAS, RES != 0, ACT)
-_A16 = amx_block(ISA, KIND, 16, HAS_BIAS, RES != 0, ACT)
+_S32 = amx_strip(ISA, KIND, 32, HAS_BIAS, RES != 0, ACT)
+_S16 = amx_strip(ISA, KIND, 16, HAS_BIAS, RES != 0, ACT)
 USE_AMX = ISA == "amx" and KIND == "u8s8"
+KC = 16  # AMX K-steps (64 bytes) per chunk: 32 rows x 1 KiB of A stay in L1 while a block of panels streams
 ZERO = np.float32(0.0)
 QMIN = np.float32(-128.0) if OUT == 3 else np.float32(0.0)
 QMAX = np.float32(127.0) if OUT == 3 else np.float32(255.0)
@@ -91,15 +93,6 @@ def _row_block(a, a_off, lda, rows, bp, panel, kg, n, scratch, ep, out, row0, oc
         ldr = res.shape[1]
         ldo = out.shape[1]
         oc = ocol0 + col0
-        if USE_AMX and kg % 16 == 0:
-            while r + 32 <= rows:
-                _A32(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc,
-                     ldr, rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
-                r += 32
-            if r + 16 <= rows:
-                _A16(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc,
-                     ldr, rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
-                r += 16
         while r + 8 <= rows:
             _E8(a, a_off + r * lda, lda, bp, b_off, kg, bias32, scale, biasf, col0, res, (row0 + r) * ldr + oc, ldr,
                 rscale, rzp, lo, hi, oinv, ozp, out, (row0 + r) * ldo + oc, ldo)
@@ -154,6 +147,76 @@ def gemm(a, lda, m, bp, kg, n, ep, out, ocol0, mc, pg):
 
 
 @njit(nogil=True, cache=True)
+def _amx_strip(a, a_off, lda, rr, bp, ks, k0, nk, ep, out, row0, ocol0, q0, q1, first, fuse, cbuf):
+    """One AMX strip call: rows [0, rr) x panels [q0, q1) x K-steps [k0, k0 + nk)."""
+    bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
+    ldr = res.shape[1]
+    ldo = out.shape[1]
+    oc = ocol0 + q0 * NR
+    b_off = q0 * ks * PANEL_STEP + k0 * PANEL_STEP
+    args = (a, a_off + k0 * 64, lda, bp, b_off, nk, bias32, scale, biasf, q0 * NR, res, row0 * ldr + oc, ldr,
+            rscale, rzp, lo, hi, oinv, ozp, out, row0 * ldo + oc, ldo, ks * PANEL_STEP, q1 - q0, rr, first, fuse,
+            cbuf)
+    if rr > 16:
+        _S32(*args)
+    else:
+        _S16(*args)
+
+
+@njit(nogil=True, cache=True)
+def _amx_rows(a, a_off, lda, rows, bp, ks, n, p0, p1, pblk, ep, out, row0, ocol0, cbuf, ctail):
+    """AMX: rows [0, rows) of A (from element ``a_off``, ``lda`` bytes apart) times panels [p0, p1).
+
+    Blocks of ``pblk`` panels (about 1 MiB of B, L2-resident) outer, 32-row blocks inner, K in chunks of ``KC`` steps
+    (partial sums parked in ``cbuf``). Full 32- or 16-row blocks of full panels take the fused epilogue on the last
+    chunk; ragged row blocks and the N-tail panel finish here through the Numba epilogue.
+    """
+    nfull = min(p1, n // NR)
+    kc = ks if rows <= 32 else KC  # thin A: B streams from memory anyway; read each panel in one contiguous run
+    for n0 in range(p0, p1, pblk):
+        n1 = min(n0 + pblk, p1)
+        f1 = max(n0, min(n1, nfull))  # panels [n0, f1) are full, [f1, n1) is the ragged tail (at most one)
+        for r in range(0, rows, 32):
+            rr = min(32, rows - r)
+            whole = rr == 32 or rr == 16
+            for k0 in range(0, ks, kc):
+                nk = min(kc, ks - k0)
+                first = 1 if k0 == 0 else 0
+                fuse = 1 if (whole and k0 + nk >= ks) else 0
+                if f1 > n0:
+                    _amx_strip(a, a_off + r * lda, lda, rr, bp, ks, k0, nk, ep, out, row0 + r, ocol0, n0, f1,
+                               first, fuse, cbuf)
+                if n1 > f1:
+                    _amx_strip(a, a_off + r * lda, lda, rr, bp, ks, k0, nk, ep, out, row0 + r, ocol0, f1, n1,
+                               first, 0, ctail)
+            if not whole:
+                for q in range(n0, f1):
+                    o = (q - n0) * NR * NR
+                    _epilogue(cbuf[o:o + NR * NR], rr, row0 + r, q * NR, NR, ep, out, ocol0)
+            if n1 > f1:
+                _epilogue(ctail, rr, row0 + r, f1 * NR, n - f1 * NR, ep, out, ocol0)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def gemm_amx(a, lda, m, bp, ks, n, ep, out, ocol0, mt, pg, pblk):
+    """AMX GEMM: ``a`` is A flattened with ``lda`` bytes per row (64-byte aligned rows), ``bp`` the ``amx`` layout.
+
+    Task = (``mt`` rows, ``pg`` panels); see ``gemm_int8.amx_tasks`` for the split.
+    """
+    npan = (n + NR - 1) // NR
+    nmt = (m + mt - 1) // mt
+    npg = (npan + pg - 1) // pg
+    for t in prange(nmt * npg):
+        ci = t // npg
+        p0 = (t - ci * npg) * pg
+        r0 = ci * mt
+        cbuf = np.empty(pblk * NR * NR, np.int32)
+        ctail = np.empty(NR * NR, np.int32)
+        _amx_rows(a, r0 * lda, lda, min(mt, m - r0), bp, ks, n, p0, min(p0 + pg, npan), pblk, ep, out, r0, ocol0,
+                  cbuf, ctail)
+
+
+@njit(nogil=True, cache=True)
 def _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp, buf):
     """Patches of output pixels [r0, r0 + rows) into buf[rows, kp] (u8), K order (ky, kx, c).
 
@@ -192,7 +255,7 @@ def _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, d
 
 @njit(nogil=True, cache=True, parallel=True)
 def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bp, kg, n, ep,
-                out, ocol0, mc):
+                out, ocol0, mc, pblk):
     """NHWC conv of one channel group: im2col ``mc`` output pixels at a time into a per-task buffer, then GEMM.
 
     ``xf`` is the u8 NHWC input flattened (s8 inputs arrive viewed as u8 with ``xorv = 0x80``); padding taps read
@@ -206,12 +269,23 @@ def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw
     for t in prange(nmc):
         r0 = t * mc
         rows = min(mc, m - r0)
-        buf = np.zeros(rows * kp, np.uint8)
-        scratch = np.empty(8 * NR, np.int32)
+        if USE_AMX:
+            # NOTE: 64-byte aligned rows (kp is a multiple of 64 in the amx layout): see intrinsics/amx.py
+            raw = np.zeros(rows * kp + 64, np.uint8)
+            start = (64 - (raw.ctypes.data & 63)) & 63
+            buf = raw[start:start + rows * kp]
+        else:
+            buf = np.zeros(rows * kp, np.uint8)
         _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp,
                      buf)
-        for panel in range(npan):
-            _row_block(buf, 0, kp, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
+        if USE_AMX:
+            cbuf = np.empty(pblk * NR * NR, np.int32)
+            ctail = np.empty(NR * NR, np.int32)
+            _amx_rows(buf, 0, kp, rows, bp, kp // 64, n, 0, npan, pblk, ep, out, r0, ocol0, cbuf, ctail)
+        else:
+            scratch = np.empty(8 * NR, np.int32)
+            for panel in range(npan):
+                _row_block(buf, 0, kp, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
 
 
 @njit(nogil=True, cache=True, parallel=True)
