@@ -32,10 +32,26 @@ def best_seconds(fn: Callable[[], Any], budget: float = 0.25, min_runs: int = 3,
     return best
 
 
-def measure_peak(threads: int) -> float:
-    """int8 GOPS of a loop of independent ``vpdpbusd`` on ``threads`` threads (0.0 without VNNI)."""
+def _loop_gops(peak: Any, threads: int, n: int, ops_per_iter: int) -> float:
+    """GOPS of ``peak(n)`` (an intrinsic loop of ``ops_per_iter`` int8 ops per iteration) on ``threads`` threads."""
+    import numba
     from numba import njit, prange
 
+    @njit(parallel=True)
+    def run(iters, nt):
+        s = 0
+        for _ in prange(nt):
+            s += peak(iters)
+        return s
+
+    numba.set_num_threads(threads)
+    run(max(1, n // 1000), threads)
+    sec = best_seconds(lambda: run(n, threads), budget=0.5, min_runs=5)
+    return threads * n * ops_per_iter / sec / 1e9
+
+
+def measure_peak(threads: int) -> float:
+    """int8 GOPS of a loop of independent ``vpdpbusd`` on ``threads`` threads (0.0 without VNNI)."""
     from quantgraph.kernels import target
     from quantgraph.kernels.intrinsics.x86 import vnni_peak_loop
 
@@ -46,49 +62,17 @@ def measure_peak(threads: int) -> float:
     else:
         return 0.0
     chains = 12
-    peak = vnni_peak_loop(lanes, chains)
-
-    @njit(parallel=True)
-    def run(n, nt):
-        s = 0
-        for _ in prange(nt):
-            s += peak(n)
-        return s
-
-    import numba
-
-    numba.set_num_threads(threads)
-    n = 2_000_000
-    run(1000, threads)
-    sec = best_seconds(lambda: run(n, threads), budget=0.5, min_runs=5)
-    return threads * n * chains * lanes * 8 / sec / 1e9
+    return _loop_gops(vnni_peak_loop(lanes, chains), threads, 2_000_000, chains * lanes * 8)
 
 
 def measure_amx_peak(threads: int) -> float:
     """int8 GOPS of a loop of independent ``tdpbusd`` on resident tiles on ``threads`` threads (0.0 without AMX)."""
-    from numba import njit, prange
-
     from quantgraph.kernels import target
     from quantgraph.kernels.intrinsics.amx import amx_peak_loop
 
     if not target.has("amx"):
         return 0.0
-    peak = amx_peak_loop()
-
-    @njit(parallel=True)
-    def run(n, nt):
-        s = 0
-        for _ in prange(nt):
-            s += peak(n)
-        return s
-
-    import numba
-
-    numba.set_num_threads(threads)
-    n = 100_000
-    run(100, threads)
-    sec = best_seconds(lambda: run(n, threads), budget=0.5, min_runs=5)
-    return threads * n * 4 * 16 * 16 * 64 * 2 / sec / 1e9
+    return _loop_gops(amx_peak_loop(), threads, 100_000, 4 * 16 * 16 * 64 * 2)  # 4 tiles of 16x16x64 MACs
 
 
 def ort_available() -> bool:
