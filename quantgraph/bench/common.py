@@ -20,8 +20,10 @@ def parse_args(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def best_seconds(fn: Callable[[], Any], budget: float = 0.25, min_runs: int = 3, max_runs: int = 50) -> float:
-    """Best wall time of ``fn`` over repeated runs (after one warm-up call): robust to a busy machine."""
+def best_seconds(fn: Callable[[], Any], budget: float = 0.25, min_runs: int = 3, max_runs: int = 5000) -> float:
+    """Best wall time of ``fn`` over repeated runs (after one warm-up call) within ``budget`` seconds: robust to a
+    busy machine. NOTE: microsecond calls need thousands of runs: onnxruntime's thread pool, in particular, took 2-4x
+    longer on thin GEMMs when timed over only 50 runs."""
     fn()
     best, spent, runs = float("inf"), 0.0, 0
     while runs < min_runs or (spent < budget and runs < max_runs):
@@ -73,6 +75,31 @@ def measure_amx_peak(threads: int) -> float:
     if not target.has("amx"):
         return 0.0
     return _loop_gops(amx_peak_loop(), threads, 100_000, 4 * 16 * 16 * 64 * 2)  # 4 tiles of 16x16x64 MACs
+
+
+def measure_stream_gbs(nbytes: int, threads: int) -> float:
+    """GB/s of ``threads`` threads each reading its share of an ``nbytes`` buffer again and again (after a warm-up,
+    so what fits stays in L2/L3 as the weights of a thin GEMM do): the bound on streaming a weight matrix once."""
+    import numba
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=False)
+    def read(x, reps, nt):
+        total = 0
+        per = x.size // nt
+        for t in prange(nt):
+            acc = 0
+            for _ in range(reps):
+                for i in range(np.uint64(t * per), np.uint64((t + 1) * per)):
+                    acc ^= x[i]
+            total += acc
+        return total
+
+    numba.set_num_threads(threads)
+    x = np.ones(max(nbytes // 8, threads * 8), np.int64)
+    read(x, 1, threads)
+    sec = best_seconds(lambda: read(x, 1, threads), budget=0.3, min_runs=5)
+    return x.nbytes / sec / 1e9
 
 
 def ort_available() -> bool:

@@ -159,23 +159,36 @@ def primitive(template: str, params: dict[str, Any], func: str, parallel: bool =
 _primitives: dict[tuple, Primitive] = {}
 
 
-_threads_set: list[int] = [0]
+_tls = threading.local()  # numba's thread count is per calling thread, so is our record of it
 
 
 def _set_threads(n: int) -> None:
-    """numba.set_num_threads, skipped when unchanged (it costs microseconds per call)."""
-    import numba
+    """numba.set_num_threads, skipped when this thread already set ``n`` (the numba calls cost about 1 us each).
 
-    if _threads_set[0] != n or numba.get_num_threads() != n:
+    NOTE: a thread count set behind our back (numba.set_num_threads from user code) is not noticed; it changes
+    speed, never results (every kernel's output is independent of the thread count).
+    """
+    if getattr(_tls, "threads", 0) != n:
+        import numba
+
         numba.set_num_threads(n)
-        _threads_set[0] = n
+        _tls.threads = n
+
+
+_threads_memo: tuple = (None, 1)  # (config object, its thread count), replaced as a whole (thread-safe)
 
 
 def _threads() -> int:
-    import numba
+    """Kernel threads under the current config: ``config.threads`` (0: all numba threads), at most numba's pool."""
+    global _threads_memo
+    cfg = config.get()
+    memo = _threads_memo
+    if memo[0] is not cfg:
+        import numba
 
-    want = config.get().threads or numba.config.NUMBA_NUM_THREADS
-    return max(1, min(int(want), numba.config.NUMBA_NUM_THREADS))
+        want = cfg.threads or numba.config.NUMBA_NUM_THREADS
+        memo = _threads_memo = (cfg, max(1, min(int(want), numba.config.NUMBA_NUM_THREADS)))
+    return memo[1]
 
 
 def cache_info() -> dict[str, Any]:

@@ -177,10 +177,11 @@ def test_pack_weights_refuses_bad_input():
 @requires("amx")
 @pytest.mark.parametrize("m,k,n", [(32, 64, 32), (80, 128, 70), (49, 576, 64), (100, 192, 100), (64, 100, 64),
                                    (16, 64, 32), (1, 4096, 40), (33, 1100, 600), (130, 2112, 96), (17, 5, 3),
-                                   (64, 4096, 600)])
+                                   (64, 4096, 600), (16, 192, 96), (16, 128, 128), (48, 320, 160), (8, 1152, 224)])
 def test_amx_blocks_match_reference(m, k, n):
-    """AMX strips: 32- and 16-row blocks (fused epilogue), ragged row blocks (1..31 rows), the N-tail panel, K
-    padded to 64, K split into chunks (partial sums reloaded from the buffer) and panel blocks (pblk < panels)."""
+    """AMX strips: 32- and 16-row blocks (fused epilogue, pipelined behind the next panel's K loop), ragged row
+    blocks (1..31 rows), the N-tail panel, K padded to 64, K-steps in pairs with an odd last step (16-row strips),
+    K split into chunks (partial sums reloaded from the buffer) and panel blocks (pblk < panels)."""
     rng = np.random.default_rng(m + k + n)
     a, w = _operands(rng, m, k, n)
     epi = _full_epilogue(rng, m, n, "uint8", "uint8", "relu")
@@ -188,3 +189,46 @@ def test_amx_blocks_match_reference(m, k, n):
     with config.override(isa="amx"):
         assert np.array_equal(gemm_u8s8s32(a, p), gemm_reference(a, w, a_zero_point=3))
         assert np.array_equal(gemm_u8s8s32(a, p, epi), gemm_reference(a, w, a_zero_point=3, epilogue=epi))
+
+
+@requires("amx")
+@pytest.mark.parametrize("m", [1, 16, 40])
+def test_amx_copies_shifted_misaligned_and_strided_a(m):
+    """The AMX kernel prepares A per task (s8 shift, K padding, 64-byte aligned rows): s8 activations, A starting
+    off a cache line, and a non-contiguous view all match the reference."""
+    rng = np.random.default_rng(m)
+    k, n = 200, 96
+    a_s8, w = _operands(rng, m, k, n, "int8")
+    big = rng.integers(0, 256, (m, 2 * k)).astype(np.uint8)
+    with config.override(isa="amx"):
+        p8 = pack_weights(w, a_dtype="int8", a_zero_point=-4)
+        assert np.array_equal(gemm_u8s8s32(a_s8, p8), gemm_reference(a_s8, w, a_zero_point=-4))
+        p = pack_weights(w[:k - 8], a_zero_point=5)  # K = 192: no padding, so misaligned A could be read in place
+        raw = np.empty(m * (k - 8) + 64, np.uint8)
+        off = 1 if raw.ctypes.data % 64 != 63 else 2
+        shifted = raw[off:off + m * (k - 8)].reshape(m, k - 8)  # C-contiguous, rows off cache-line boundaries
+        shifted[...] = big[:, :k - 8]
+        view = big[:, :2 * (k - 8) - 1:2] if m == 1 else big[:, 1:k - 7]  # not C-contiguous
+        assert not view.flags.c_contiguous and shifted.ctypes.data % 64
+        for a in (view, shifted):
+            assert np.array_equal(gemm_u8s8s32(a, p), gemm_reference(a, w[:k - 8], a_zero_point=5))
+
+
+def test_bound_layer_rechecks_a_and_out():
+    """run_gemm binds a layer once per epilogue; later calls with another A shape, dtype, weights or out are checked
+    (and rebound) rather than trusted."""
+    rng = np.random.default_rng(7)
+    a, w = _operands(rng, 6, 40, 50)
+    w2 = rng.integers(-128, 128, (40, 50)).astype(np.int8)
+    epi = _full_epilogue(rng, 6, 50, "float32", None, "none")
+    p, p2 = pack_weights(w), pack_weights(w2)
+    assert np.array_equal(gemm_u8s8s32(a, p, epi), gemm_reference(a, w, epilogue=epi))
+    assert np.array_equal(gemm_u8s8s32(a, p2, epi), gemm_reference(a, w2, epilogue=epi))
+    with pytest.raises(KernelError, match="expected float32"):
+        gemm_u8s8s32(a, p, epi, out=np.zeros((6, 50), np.uint8))
+    with pytest.raises(KernelError, match=r"expected \(M>=1, K=40\)"):
+        gemm_u8s8s32(a[:, :39], p, epi)
+    with pytest.raises(KernelError, match="A is int8"):
+        gemm_u8s8s32(a.view(np.int8), p, epi)
+    epi3 = _full_epilogue(rng, 3, 50, "float32", None, "none")
+    assert np.array_equal(gemm_u8s8s32(a[:3], p, epi3), gemm_reference(a[:3], w, epilogue=epi3))

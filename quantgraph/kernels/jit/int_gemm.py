@@ -197,23 +197,57 @@ def _amx_rows(a, a_off, lda, rows, bp, ks, n, p0, p1, pblk, ep, out, row0, ocol0
                 _epilogue(ctail, rr, row0 + r, f1 * NR, n - f1 * NR, ep, out, ocol0)
 
 
-@njit(nogil=True, cache=True, parallel=True)
-def gemm_amx(a, lda, m, bp, ks, n, ep, out, ocol0, mt, pg, pblk):
-    """AMX GEMM: ``a`` is A flattened with ``lda`` bytes per row (64-byte aligned rows), ``bp`` the ``amx`` layout.
+@njit(nogil=True, cache=True)
+def _aligned_u8(nbytes):
+    """An uninitialized u8 buffer whose data starts on a 64-byte boundary (tile rows must not straddle lines)."""
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = (64 - (raw.ctypes.data & 63)) & 63
+    return raw[start:start + nbytes]
 
-    Task = (``mt`` rows, ``pg`` panels); see ``gemm_int8.amx_tasks`` for the split.
+
+@njit(nogil=True, cache=True)
+def _copy_rows(a, lda, k, r0, rows, kp, xorv, buf):
+    """Rows [r0, r0 + rows) of A (``lda`` bytes apart, K = k) into buf[rows, kp]: bytes xor ``xorv``, K padded
+    with zeros (their packed weights are zero too)."""
+    uk = np.uint64(k)
+    for i in range(rows):
+        src = np.uint64((r0 + i) * lda)
+        dst = np.uint64(i * kp)
+        for c in range(uk):
+            buf[dst + c] = a[src + c] ^ xorv
+        for c in range(uk, np.uint64(kp)):
+            buf[dst + c] = 0
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def gemm_amx(a, lda, m, k, bp, ks, n, ep, out, ocol0, mt, pg, pblk, xorv, copy):
+    """AMX GEMM: ``a`` is A (u8, s8 viewed as u8 with ``xorv = 0x80``) flattened, ``lda`` bytes per row, ``bp`` the
+    ``amx`` layout (K padded to ``ks`` steps of 64 bytes).
+
+    Task = (``mt`` rows, ``pg`` panels); see ``gemm_int8.amx_tasks`` for the split. A is read in place when it needs
+    no shift or padding and its rows are 64-byte aligned; otherwise (or when ``copy`` forces it) each task copies
+    its rows into its own aligned buffer: in parallel, and into the cache of the core that reads them.
     """
     npan = (n + NR - 1) // NR
     nmt = (m + mt - 1) // mt
     npg = (npan + pg - 1) // pg
+    kp = ks * 64
+    aligned = copy < 0 or ((a.ctypes.data & 63) == 0 and (lda & 63) == 0)
+    in_place = copy <= 0 and xorv == 0 and lda == kp and aligned
     for t in prange(nmt * npg):
         ci = t // npg
         p0 = (t - ci * npg) * pg
         r0 = ci * mt
+        rows = min(mt, m - r0)
         cbuf = np.empty(pblk * NR * NR, np.int32)
         ctail = np.empty(NR * NR, np.int32)
-        _amx_rows(a, r0 * lda, lda, min(mt, m - r0), bp, ks, n, p0, min(p0 + pg, npan), pblk, ep, out, r0, ocol0,
-                  cbuf, ctail)
+        if in_place:
+            _amx_rows(a, r0 * lda, lda, rows, bp, ks, n, p0, min(p0 + pg, npan), pblk, ep, out, r0, ocol0, cbuf,
+                      ctail)
+        else:
+            buf = _aligned_u8(rows * kp)
+            _copy_rows(a, lda, k, r0, rows, kp, xorv, buf)
+            _amx_rows(buf, 0, kp, rows, bp, ks, n, p0, min(p0 + pg, npan), pblk, ep, out, r0, ocol0, cbuf, ctail)
 
 
 @njit(nogil=True, cache=True)
@@ -271,9 +305,8 @@ def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw
         rows = min(mc, m - r0)
         if USE_AMX:
             # NOTE: 64-byte aligned rows (kp is a multiple of 64 in the amx layout): see intrinsics/amx.py
-            raw = np.zeros(rows * kp + 64, np.uint8)
-            start = (64 - (raw.ctypes.data & 63)) & 63
-            buf = raw[start:start + rows * kp]
+            buf = _aligned_u8(rows * kp)
+            buf[:] = 0
         else:
             buf = np.zeros(rows * kp, np.uint8)
         _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp,
