@@ -18,8 +18,8 @@ def test_runtime_files_are_package_data():
     """Kernel templates (``kernels/jit``, a folder without ``__init__.py`` that packages=find: skips) and bundled
     models are read by path; a wheel without them fails at the first int8 kernel call."""
     pkg = ROOT / "quantgraph"
-    needed = [p for p in (pkg / "kernels" / "jit").glob("*.py")] + [p for p in (pkg / "models").iterdir()
-                                                                     if p.suffix in (".onnx", ".npz")]
+    models = [p for p in (pkg / "models").iterdir() if p.suffix in (".onnx", ".npz")]
+    needed = list((pkg / "kernels" / "jit").glob("*.py")) + models
     assert needed, "expected kernel templates and bundled models"
     globs = _package_data_globs()
     missing = [str(p.relative_to(pkg)) for p in needed
