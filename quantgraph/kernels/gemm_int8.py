@@ -132,24 +132,24 @@ def amx_tasks(m: int, n_panels: int, ks: int) -> tuple[int, int, int]:
     return nmb * 32, -(-n_panels // threads), pblk
 
 
-def gemm_launch_args(isa: str, params: dict, lda: int, m: int, w: PackedWeights, ep: tuple, out2d: np.ndarray,
-                     ocol0: int = 0) -> tuple[cache.Primitive, tuple]:
-    """The GEMM kernel for ``isa`` and its arguments after A: ``fn(a_flat, *args)`` runs it (``lda`` elements per
-    row of the flattened A, see :func:`prepare_a`)."""
+def gemm_launch_args(isa: str, params: dict, lda: int, m: int, w: PackedWeights,
+                     ocol0: int = 0) -> tuple[cache.Primitive, tuple, tuple]:
+    """The GEMM kernel for ``isa`` and the arguments around the epilogue and output: ``fn(a_flat, *head, ep, out,
+    *tail)`` runs it (``lda`` elements per row of the flattened A, see :func:`prepare_a`)."""
     if w.layout == "amx":
         fn = cache.primitive("int_gemm", params, "gemm_amx", parallel=True)
-        return fn, (lda, m, w.k, w.data, w.kg // 16, w.n, ep, out2d, ocol0, *amx_tasks(m, w.n_panels, w.kg // 16),
-                    np.uint8(w.a_shift), 0 if m >= AMX_ALIGN_ROWS else -1)
+        return fn, (lda, m, w.k, w.data, w.kg // 16, w.n), (ocol0, *amx_tasks(m, w.n_panels, w.kg // 16),
+                                                            np.uint8(w.a_shift), 0 if m >= AMX_ALIGN_ROWS else -1)
     fn = cache.primitive("int_gemm", params, "gemm", parallel=True)
     itemsize = 2 if w.a_dtype == "int16" else 1
-    return fn, (lda, m, w.data, w.kg, w.n, ep, out2d, ocol0, *tasks(m, lda * itemsize, w.n_panels))
+    return fn, (lda, m, w.data, w.kg, w.n), (ocol0, *tasks(m, lda * itemsize, w.n_panels))
 
 
 def launch_gemm(isa: str, params: dict, a2: np.ndarray, m: int, w: PackedWeights, ep: tuple, out2d: np.ndarray,
                 ocol0: int = 0) -> None:
     """Run the cached GEMM kernel for ``isa`` on a prepared A (see :func:`prepare_a`)."""
-    fn, args = gemm_launch_args(isa, params, a2.shape[1], m, w, ep, out2d, ocol0)
-    fn(a2.reshape(-1), *args)
+    fn, head, tail = gemm_launch_args(isa, params, a2.shape[1], m, w, ocol0)
+    fn(a2.reshape(-1), *head, ep, out2d, *tail)
 
 
 class GemmCall:
@@ -194,9 +194,7 @@ class GemmCall:
         lda = w.k if w.layout == "amx" else w.kg * w.group  # the row length of prepare_a's result
         # A that prepare_a returns as is whenever it is C-contiguous
         self.in_place = not w.a_shift and lda == w.k
-        self.fn, args = gemm_launch_args(isa, params, lda, m, w, self.ep, np.empty((0, 0), self.out_dtype))
-        i = 6 if w.layout == "amx" else 5  # position of ep in args
-        self.head, self.tail = args[:i], args[i + 2:]  # (lda, m, [k,] B, K steps, n), ep, out, (ocol0, ...)
+        self.fn, self.head, self.tail = gemm_launch_args(isa, params, lda, m, w)
 
     def matches(self, a: object, w: PackedWeights, epilogue: Epilogue) -> bool:
         return (self.packed is w and self.epilogue is epilogue and self.cfg is config.get() and type(a) is np.ndarray
