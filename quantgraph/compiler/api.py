@@ -1,13 +1,20 @@
-"""quantgraph.compile(): model in, CompiledModel out."""
+"""quantgraph.compile(): model in, CompiledModel out.
+
+    import -> optimize (passes, O0..O3) -> [quantize: next] -> lower (a kernel per node, weights packed) -> plan
+
+Plans (buffers bound for one input-shape signature) are built on the first call with new shapes.
+"""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Mapping, Sequence, Union
 
 import onnx
 
 from quantgraph import config
 from quantgraph.compiler.executable import CompiledModel
+from quantgraph.compiler.lower import lower
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.compiler.pipeline import optimize
 from quantgraph.errors import InputError
@@ -45,15 +52,32 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         raise TypeError(f"compile() got unknown option(s) {sorted(options)}")
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0..3, got {opt_level}")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     graph = to_graph(model)
     if input_shapes:
-        for name, shape in input_shapes.items():
-            if name not in graph.inputs:
-                raise InputError(f"input_shapes names '{name}', which is not an input; inputs: {graph.inputs}")
-            graph.set_tensor(graph.tensors[name].with_(shape=normalize_shape(shape)))
-        infer_shapes(graph)
+        _override_input_shapes(graph, input_shapes)
     if config.get().verify:
         verify(graph)
+    seconds["import"] = time.perf_counter() - t0
     before = graph.op_counts()
+
+    t0 = time.perf_counter()
     graph, reports = optimize(graph, opt_level)
-    return CompiledModel(graph, opt_level=opt_level, optimized_from=before, pass_reports=reports)
+    seconds["optimize"] = time.perf_counter() - t0
+
+    lowered = None
+    if opt_level > 0:
+        t0 = time.perf_counter()
+        lowered = lower(graph)
+        seconds["lower"] = time.perf_counter() - t0
+    return CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
+                         compile_seconds=seconds)
+
+
+def _override_input_shapes(graph: Graph, input_shapes: Mapping[str, Sequence[Any]]) -> None:
+    for name, shape in input_shapes.items():
+        if name not in graph.inputs:
+            raise InputError(f"input_shapes names '{name}', which is not an input; inputs: {graph.inputs}")
+        graph.set_tensor(graph.tensors[name].with_(shape=normalize_shape(shape)))
+    infer_shapes(graph)

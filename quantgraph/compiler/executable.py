@@ -25,24 +25,20 @@ class CompiledModel:
     the first size seen in a call and must agree across inputs.
     """
 
-    def __init__(self, graph: Graph, opt_level: int = 0, optimized_from: dict[str, int] | None = None,
-                 pass_reports: list | None = None):
+    def __init__(self, graph: Graph, lowered: list | None = None, opt_level: int = 0,
+                 optimized_from: dict[str, int] | None = None, pass_reports: list | None = None,
+                 compile_seconds: dict[str, float] | None = None):
+        """``lowered`` is ``compiler.lower.lower(graph)`` (a kernel per node); None runs the reference interpreter."""
         self.graph = graph
         self.opt_level = opt_level
         self.optimized_from = optimized_from
         self.pass_reports = list(pass_reports or [])
         self._inputs: list[TensorInfo] = [graph.tensors[t] for t in graph.inputs]
-        self._lowered: list | None = None
+        self._lowered: list | None = lowered
         self._plans: dict[tuple, Any] = {}
         self._lock = threading.Lock()
-        self.compile_seconds: dict[str, float] = {}
+        self.compile_seconds: dict[str, float] = dict(compile_seconds or {})
         self._last_profile: dict[str, Any] | None = None
-        if opt_level > 0:
-            from quantgraph.compiler.lower import lower
-
-            t0 = time.perf_counter()
-            self._lowered = lower(graph)
-            self.compile_seconds["lower"] = time.perf_counter() - t0
 
     @property
     def input_names(self) -> list[str]:

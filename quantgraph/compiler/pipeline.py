@@ -1,7 +1,7 @@
-"""Pipelines: ordered passes (plain ``Graph -> Graph`` functions), instrumented, and the named levels O0..O3.
+"""Pipelines: ordered passes (plain ``Graph -> Graph`` functions), instrumented, and the levels O0..O3.
 
-    O2 = Pipeline("O2", [*CLEANUP, rewrite(rules.CANONICAL, name="canonicalize"), rewrite(rules.FUSIONS, ...), ...])
-    graph, reports = optimize(graph, opt_level=2)
+    pipeline = Pipeline("mine", [infer_shapes, fold_constants, rewrite(rules.FUSIONS, name="fuse_epilogues")])
+    graph, reports = optimize(graph, opt_level=2)          # or build(2).run(graph)
 
 For each pass the pipeline measures the time, verifies the graph when ``config.get().verify`` (always in tests),
 dumps it to ``{dump_dir}/{i:02d}_{name}.txt`` when ``config.get().dump_dir`` is set, and records a
@@ -21,7 +21,6 @@ from quantgraph.compiler import rules
 from quantgraph.compiler.passes.convert_layout import convert_layout
 from quantgraph.compiler.passes.eliminate_dead_code import eliminate_dead_code
 from quantgraph.compiler.passes.fold_constants import fold_constants
-from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.compiler.rewrite import collect_counts, rewrite
 from quantgraph.errors import PassError, QuantgraphError
 from quantgraph.ir.graph import Graph
@@ -126,35 +125,30 @@ class Pipeline:
 
 
 # -- the named pipelines ----------------------------------------------------------------------------------------
-eliminate_identity = rewrite(rules.cleanup.ELIMINATE, name="eliminate_identity")
-cancel_transposes = rewrite(rules.cleanup.CANCEL, name="cancel_transposes")
-
-
-def _cleanup() -> list[Pass]:
-    return [infer_shapes, fold_constants, rewrite(rules.cleanup.ELIMINATE, name="eliminate_identity"),
-            rewrite(rules.cleanup.CANCEL, name="cancel_transposes"), eliminate_dead_code]
-
-
 def build(opt_level: int) -> Pipeline:
-    """A fresh pipeline for ``opt_level`` (rewrite passes keep per-run stats, so each build has its own)."""
+    """A fresh pipeline for ``opt_level`` (rewrite passes keep per-run stats, so each build has its own).
+
+    No pass re-infers the whole graph: graphs are typed as they are built, rewrites infer the nodes they emit and
+    constant folding re-infers what reads a folded value (``verify`` checks the types after every pass in tests).
+    Constant folding runs once for the imported graph and once after BatchNorm folding and pattern recognition, which
+    leave foldable weight arithmetic behind.
+    """
     if opt_level == 0:
         return Pipeline("O0", [])
-    passes: list[Pass] = _cleanup()
+    passes: list[Pass] = [fold_constants, rewrite(rules.ELIMINATE, name="eliminate_identity"),
+                          rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
     if opt_level >= 2:
-        passes += [rewrite(rules.norm.BN_FOLDING, name="fold_batch_norm"),
-                   rewrite(rules.cleanup.CANONICAL + rules.norm.BN_AFFINE + rules.norm.NORMS + rules.activation.RULES,
-                           name="recognize_patterns"),
+        passes += [rewrite(rules.BN_FOLDING, name="fold_batch_norm"),
+                   rewrite(rules.RECOGNIZE, name="recognize_patterns"),
                    rewrite(rules.ATTENTION, name="fuse_attention"),
                    fold_constants,
                    rewrite(rules.FUSIONS, name="fuse_epilogues"),
-                   *_cleanup()]
-    if opt_level >= 3:
-        passes += [convert_layout("NHWC"), rewrite(rules.cleanup.CANCEL, name="cancel_transposes"),
+                   rewrite(rules.ELIMINATE, name="eliminate_identity"),
+                   rewrite(rules.CANCEL, name="cancel_transposes"),
                    eliminate_dead_code]
+    if opt_level >= 3:
+        passes += [convert_layout("NHWC"), rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
     return Pipeline(f"O{opt_level}", passes)
-
-
-O0, O1, O2, O3 = (build(i) for i in range(4))
 
 
 def optimize(graph: Graph, opt_level: int = 2, ctx: PassContext | None = None) -> tuple[Graph, list[PassReport]]:
@@ -173,4 +167,4 @@ def fusions_applied(reports: Sequence[PassReport]) -> dict[str, int]:
     return total
 
 
-__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "O0", "O1", "O2", "O3", "fusions_applied"]
+__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "fusions_applied"]

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from quantgraph.compiler.lower import KernelDef, LoweredNode, Step
+from quantgraph.compiler.lower import Kernel, LoweredNode, Step
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.ir.dtypes import to_numpy
 from quantgraph.ir.graph import Graph
@@ -163,7 +163,7 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
 
     for t in g.inputs:
         new_storage(t, -1)
-    chosen: list[KernelDef | None] = []
+    chosen: list[Kernel | None] = []
     scratch: dict[int, _Storage] = {}
     for i, ln in enumerate(lowered):
         n, k = ln.node, ln.kernel
@@ -194,7 +194,7 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
             for t in outs:
                 new_storage(t, i)
         if nsc:
-            s = _Storage(nsc * 4, i, i)
+            s = _Storage(nsc, i, i)  # bytes
             storages.append(s)
             scratch[i] = s
         chosen.append(k)
@@ -238,7 +238,7 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
             sc = None
             if i in scratch:
                 s = scratch[i]
-                sc = arena[s.offset:s.offset + s.nbytes].view(np.float32)
+                sc = arena[s.offset:s.offset + s.nbytes]  # uint8: the kernel views it as its dtype
             new = k.bind(n, ln.packed, [buf(t) for t in n.inputs], [buf(t) for t in n.outputs], sc)
             names.append(k.name)
         steps += new

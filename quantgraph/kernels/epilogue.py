@@ -28,9 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantgraph.errors import KernelError
+from quantgraph.ir.ops.activation import ACTIVATIONS as ACT_TABLE
 
 OUT_DTYPES = ("int32", "float32", "uint8", "int8")
-ACTIVATIONS = ("none", "relu", "clip")
+#: the int8 rows of the activation table (quantgraph/ir/ops/activation.py), in table order: none, relu, clip
+ACTIVATIONS = tuple(a.name for a in ACT_TABLE.values() if a.int8)
 RESIDUALS = ("none", "int", "float")
 _QRANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 _NO_RESIDUAL = np.zeros((1, 1), np.float32)  # placeholder argument; never read when the kind has no residual

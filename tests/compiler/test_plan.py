@@ -55,7 +55,8 @@ def test_elementwise_runs_in_place_when_its_input_dies() -> None:
 
 
 def test_outputs_do_not_alias_across_calls() -> None:
-    cm = CompiledModel(_chain(), opt_level=2)
+    g = _chain()
+    cm = CompiledModel(g, lower(g), opt_level=2)
     x1 = rng.standard_normal((1, 4, 10, 10)).astype(np.float32)
     x2 = rng.standard_normal((1, 4, 10, 10)).astype(np.float32)
     y1 = cm(x1)[0]
@@ -69,7 +70,8 @@ def test_outputs_do_not_alias_across_calls() -> None:
 def test_dynamic_batch_builds_a_second_plan_without_recompiling() -> None:
     from quantgraph.kernels.fp32 import conv_f32, eltwise_f32, norm_f32
 
-    cm = CompiledModel(_chain(), opt_level=2)
+    g = _chain()
+    cm = CompiledModel(g, lower(g), opt_level=2)
     x1 = rng.standard_normal((1, 4, 10, 10)).astype(np.float32)
     cm(x1)
     fns = [conv_f32.im2col_nchw, eltwise_f32.epilogue_2d, norm_f32.softmax_rows]
@@ -87,7 +89,7 @@ def test_op_without_kernel_runs_its_reference() -> None:
     x = g.add_input("x", ("N", 5), "float32")
     e = g.add("Elu", [g.add("Relu", [x])], alpha=0.5)
     g.set_outputs([g.add("Sigmoid", [e])])
-    cm = CompiledModel(g, opt_level=2)
+    cm = CompiledModel(g, lower(g), opt_level=2)
     xv = rng.standard_normal((2, 5)).astype(np.float32)
     np.testing.assert_allclose(cm(xv)[0], interpreter.run(g, {"x": xv})[g.outputs[0]], rtol=1e-5)
     plan = next(iter(cm.plans.values()))
@@ -99,7 +101,7 @@ def test_data_dependent_shapes_use_cells() -> None:
     x = g.add_input("x", (6,), "float32")
     nz = g.add("NonZero", [x])
     g.set_outputs([nz])
-    cm = CompiledModel(g, opt_level=2)
+    cm = CompiledModel(g, lower(g), opt_level=2)
     xv = np.array([0, 1, 0, 2, 3, 0], np.float32)
     np.testing.assert_array_equal(cm(xv)[0], np.array([[1, 3, 4]]))
     xv2 = np.array([1, 1, 0, 0, 0, 0], np.float32)
@@ -111,7 +113,7 @@ def test_graph_output_that_is_an_input_or_constant() -> None:
     x = g.add_input("x", (2,), "float32")
     c = g.add_const(np.array([1.0, 2.0], np.float32), "c")
     g.set_outputs([x, c, g.add("Add", [x, c])])
-    cm = CompiledModel(g, opt_level=2)
+    cm = CompiledModel(g, lower(g), opt_level=2)
     xv = np.array([3.0, 4.0], np.float32)
     out = cm(xv)
     np.testing.assert_array_equal(out[0], xv)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantgraph.compiler.executable import CompiledModel
+from quantgraph.compiler.lower import lower
 from quantgraph.ir.graph import Graph
 
 
@@ -29,7 +30,8 @@ def _graph() -> Graph:
 def test_summary_reports_counts_fusions_kernels_and_time() -> None:
     reports = [_Report("fuse_epilogues", True, {"matmul_to_fused": 1, "fuse_activation": 1}, 0.002),
                _Report("eliminate_dead_code", False)]
-    cm = CompiledModel(_graph(), opt_level=2, optimized_from={"MatMul": 1, "Relu": 1, "Elu": 1},
+    g = _graph()
+    cm = CompiledModel(g, lower(g), opt_level=2, optimized_from={"MatMul": 1, "Relu": 1, "Elu": 1},
                        pass_reports=reports)
     x = np.ones((2, 3), np.float32)
     prof = cm.profile(x, repeats=2)
@@ -41,7 +43,8 @@ def test_summary_reports_counts_fusions_kernels_and_time() -> None:
 
 
 def test_summary_before_profiling_and_at_opt_level_0() -> None:
-    cm = CompiledModel(_graph(), opt_level=2)
+    g = _graph()
+    cm = CompiledModel(g, lower(g), opt_level=2)
     assert "call profile(*inputs) first" in cm.summary()
     cm0 = CompiledModel(_graph(), opt_level=0)
     cm0.profile(np.ones((1, 3), np.float32), repeats=1)

@@ -63,20 +63,3 @@ def test_second_process_loads_from_disk_without_compiling(tmp_path):
 def test_cache_dir_follows_config(tmp_path):
     with config.override(cache_dir=str(tmp_path)):
         assert cache_info()["cache_dir"] == str(tmp_path / "kernels")
-
-
-def test_registry_selects_entry_points():
-    from quantgraph.errors import UnsupportedOpError
-    from quantgraph.kernels import registry, target
-
-    entry, isa = registry.select("QGemm", ("uint8", "int8", "int32"))
-    assert entry.load() is gemm_u8s8s32 and isa == target.default_isa()
-    with config.override(isa="portable"):
-        assert registry.select("QConv", ("int8", "int8", "int32"))[1] == "portable"
-    assert registry.select("QMaxPool", ("uint8",))[1] == "portable"
-    for k in registry.KERNELS:
-        assert callable(k.load())
-    import pytest
-
-    with pytest.raises(UnsupportedOpError, match="no int kernel"):
-        registry.select("QGemm", ("float32", "float32", "float32"), node="fc")

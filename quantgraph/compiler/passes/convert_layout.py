@@ -1,9 +1,10 @@
 """convert_layout: run convolution chains channels-last (the kernels' preferred layout), converting only at the
 boundaries of each chain.
 
-Anchors are 2-D ``FusedConv`` and pooling ops (``MaxPool``/``AveragePool``/``Global*Pool`` become ``FusedPool`` so
-they carry a layout). Layout-agnostic ops (elementwise activations, binary ops of two same-shape tensors or a tensor
-and a scalar, channel ``Concat``) join a chain when one of their inputs is already channels-last. A chain reads an
+Which op does what is a per-op fact (``OpDef.layout``, see ``ir/ops/registry.py: Layout``). Anchors are 2-D ops with
+a ``layout`` attribute (``FusedConv``, ``FusedPool``) or ops that become one (pooling becomes ``FusedPool``).
+Layout-agnostic ops (elementwise ops of same-shape tensors, scalars and per-channel constants, and ``Concat`` over
+the channel axis) join a chain when one of their inputs is already channels-last. A chain reads an
 NCHW tensor through one ``Transpose(0, 2, 3, 1)`` per tensor; every NCHW reader outside the chain (Flatten, Reshape,
 Gemm, a graph output, ...) reads through one ``Transpose(0, 3, 1, 2)`` per tensor, except a ``Flatten(axis=1)`` of a
 1x1 spatial tensor (after a global pool), which reads the channels-last tensor directly: both orders are the same.
@@ -15,14 +16,11 @@ from typing import Any, Callable
 from quantgraph.compiler.rewrite import record
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.fused import _POOL_KEYS, to_channels_last
-from quantgraph.ir.ops.registry import Fusion, get_op
+from quantgraph.ir.ops.fused import to_channels_last
+from quantgraph.ir.ops.registry import Layout, get_op
 
 TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
-POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
-#: binary ops that are layout-agnostic when both operands have the same shape (or one is a scalar)
-BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"})
 
 
 def _rank4(graph: Graph, t: str) -> bool:
@@ -30,14 +28,15 @@ def _rank4(graph: Graph, t: str) -> bool:
 
 
 def _is_anchor(graph: Graph, n: Node) -> bool:
-    if n.op == "FusedConv":
+    """An op that carries a layout (``Layout.ATTR``) or becomes one that does (``Layout.VIA``), still NCHW."""
+    d = get_op(n.op)
+    if d.layout is Layout.ATTR:
         return n.attrs["layout"] == "NCHW" and _rank4(graph, n.inputs[0])
-    if n.op == "FusedPool":
-        return n.attrs["layout"] == "NCHW" and _rank4(graph, n.inputs[0])
-    if n.op in POOLS:
+    if d.layout is Layout.VIA:
+        target = get_op(d.layout_via).attrs  # attributes the channels-last op cannot carry must be at their default
+        lost = [k for k, v in n.attrs.items() if k not in target and v != d.attrs[k]]
         real_outs = [t for t in n.outputs if t]
-        return (len(real_outs) == 1 and _rank4(graph, n.inputs[0])
-                and n.attrs.get("storage_order", 0) == 0 and graph.tensors[n.inputs[0]].dtype == "float32")
+        return len(real_outs) == 1 and _rank4(graph, n.inputs[0]) and not lost
     return False
 
 
@@ -60,40 +59,35 @@ def _agnostic_inputs(graph: Graph, n: Node) -> list[int] | None:
     if len([t for t in n.outputs if t]) != 1 or not _rank4(graph, n.outputs[0]):
         return None
     d = get_op(n.op)
-    if d.fusion is Fusion.ELEMWISE and n.op not in ("Cast",):
-        if not _rank4(graph, n.inputs[0]) or not all(_is_scalar_const(graph, t) for t in n.inputs[1:] if t):
-            return None
-        return [0]
-    if n.op in BINARY:
+    if d.layout is Layout.AGNOSTIC:
         acts = [i for i, t in enumerate(n.inputs)
-                if not _is_scalar_const(graph, t) and not _per_channel_const(graph, t)]
+                if t and not _is_scalar_const(graph, t) and not _per_channel_const(graph, t)]
         shape = graph.tensors[n.outputs[0]].shape
         if acts and all(graph.tensors[n.inputs[i]].shape == shape for i in acts):
             return acts
         return None
-    if n.op == "Concat" and n.attrs["axis"] in (1, -3) and all(_rank4(graph, t) for t in n.inputs):
+    if d.layout is Layout.CHANNEL_AXIS and n.attrs["axis"] in (1, -3) and all(_rank4(graph, t) for t in n.inputs):
         return list(range(len(n.inputs)))
     return None
 
 
 def _nhwc_attrs(n: Node) -> tuple[str, dict[str, Any]]:
     """The channels-last version of an anchor or agnostic node: (op, attrs)."""
-    if n.op == "FusedConv":
+    d = get_op(n.op)
+    if d.layout is Layout.ATTR:
         return n.op, {**n.attrs, "layout": "NHWC"}
-    if n.op == "FusedPool":
-        return n.op, {**n.attrs, "layout": "NHWC"}
-    if n.op in POOLS:
-        return "FusedPool", {"kind": n.op, "layout": "NHWC", **{k: n.attrs[k] for k in _POOL_KEYS[n.op]}}
-    if n.op == "Concat":
+    if d.layout is Layout.VIA:
+        target = get_op(d.layout_via).attrs
+        return d.layout_via, {"kind": n.op, "layout": "NHWC", **{k: v for k, v in n.attrs.items() if k in target}}
+    if d.layout is Layout.CHANNEL_AXIS:
         return n.op, {**n.attrs, "axis": 3}
     return n.op, dict(n.attrs)
 
 
 def _activation_slots(graph: Graph, n: Node) -> list[int]:
-    if n.op == "FusedConv":
-        return [0] + ([3] if len(n.inputs) > 3 and n.inputs[3] else [])
-    if n.op in POOLS or n.op == "FusedPool":
-        return [0]
+    d = get_op(n.op)
+    if d.layout in (Layout.ATTR, Layout.VIA):
+        return [i for i in d.layout_slots if i < len(n.inputs) and n.inputs[i]]
     return _agnostic_inputs(graph, n) or []
 
 
@@ -140,7 +134,7 @@ def convert_layout(preferred: str = "NHWC") -> Callable[[Graph], Graph]:
         for n in chosen:
             slots = set(_activation_slots(graph, n))
             ins = [nhwc(t) if i in slots and t else t for i, t in enumerate(n.inputs)]
-            if n.op in BINARY:  # per-channel constants move their channel axis last too
+            if get_op(n.op).layout is Layout.AGNOSTIC:  # per-channel constants move their channel axis last too
                 for i, t in enumerate(ins):
                     if i not in slots and _per_channel_const(graph, t):
                         c = graph.tensors[t].const

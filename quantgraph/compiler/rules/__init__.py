@@ -1,16 +1,19 @@
-"""Rewrite rules, grouped into the rule sets the pipelines run (each module's docstring lists its rewrites)."""
+"""Rewrite rules, grouped into the rule sets the pipeline runs (each module's docstring lists its rewrites)."""
 from __future__ import annotations
 
 from quantgraph.compiler.rules import activation, attention, cleanup, conv, epilogue, gemm, norm
 
-#: Identity/Dropout/no-op elimination and transpose/reshape cancellation (O1 cleanup)
-CLEANUP = cleanup.RULES
-#: BatchNorm folding and recognition of LayerNorm / GELU / HardSwish written as primitive ops
-CANONICAL = norm.RULES + activation.RULES
-#: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues
-FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
+#: Identity/Dropout/no-op elimination
+ELIMINATE = cleanup.ELIMINATE
+#: transpose/reshape cancellation
+CANCEL = cleanup.CANCEL
+#: BatchNorm folded into the Conv/Gemm/MatMul before it
+BN_FOLDING = norm.BN_FOLDING
+#: canonical forms, BatchNorm as an affine, LayerNorm / GELU / HardSwish written as primitive ops
+RECOGNIZE = cleanup.CANONICAL + norm.BN_AFFINE + norm.NORMS + activation.RULES
 #: the multi-head attention core into FusedAttention (before FUSIONS turns its MatMuls into FusedMatMul)
 ATTENTION = attention.RULES
-ALL = CLEANUP + CANONICAL + ATTENTION + FUSIONS
+#: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues
+FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
 
-__all__ = ["CLEANUP", "CANONICAL", "ATTENTION", "FUSIONS", "ALL"]
+__all__ = ["ELIMINATE", "CANCEL", "BN_FOLDING", "RECOGNIZE", "ATTENTION", "FUSIONS"]

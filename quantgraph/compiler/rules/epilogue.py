@@ -1,17 +1,16 @@
 """Activation fusion: an activation after a FusedConv / FusedMatMul moves into its epilogue.
 
-    Relu|LeakyRelu|Clip|Sigmoid|Tanh|HardSigmoid|HardSwish|Gelu(F(...))  ==>  F(..., activation=<act>)
-    Mul(F(...), Sigmoid(F(...)))                                         ==>  F(..., activation="silu")
+    <act>(F(...))                   ==>  F(..., activation=<act>)       (<act>: a row of ir/ops/activation.py)
+    Mul(F(...), Sigmoid(F(...)))    ==>  F(..., activation="silu")
 where F is FusedConv or FusedMatMul with no activation yet (Clip(0, 6) is ReLU6: activation "clip", [0, 6]).
+Which ops are absorbed, and with which alpha/beta, is read from the activation table.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from quantgraph.compiler.pattern import Match, Op, RuleSet, rule
+from quantgraph.ir.ops.activation import ACTIVATION_OPS, activation_of
 
 FUSED = {"FusedConv", "FusedMatMul"}
-_SIMPLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish"}
 _f = Op(FUSED, ..., name="f")
 
 
@@ -25,29 +24,17 @@ def _refit(m: Match, activation: str, alpha: float = 0.0, beta: float = 0.0):
                                            "beta": float(beta)})
 
 
-@rule(Op(set(_SIMPLE) | {"LeakyRelu", "HardSigmoid", "Gelu", "Clip"}, _f, ..., name="act"))
+@rule(Op(set(ACTIVATION_OPS), _f, ..., name="act"))
 def fuse_activation(m: Match):
     """act(F(...)) ==> F(..., activation=act)."""
-    act = m.node("act")
-    if act.op in _SIMPLE:
-        return _refit(m, _SIMPLE[act.op])
-    if act.op == "LeakyRelu":
-        return _refit(m, "leaky_relu", act.attrs["alpha"])
-    if act.op == "HardSigmoid":
-        return _refit(m, "hardsigmoid", act.attrs["alpha"], act.attrs["beta"])
-    if act.op == "Gelu":
-        return _refit(m, "gelu_tanh" if act.attrs["approximate"] == "tanh" else "gelu")
-    bounds = []
-    for i, default in ((1, -np.inf), (2, np.inf)):
-        t = act.inputs[i] if len(act.inputs) > i else ""
-        if not t:
-            bounds.append(default)
-            continue
-        v = m.graph.tensors[t].const
-        if v is None:
-            return m.fail("Clip bounds are not constants")
-        bounds.append(float(np.asarray(v).reshape(-1)[0]))
-    return _refit(m, "clip", bounds[0], bounds[1])
+    node = m.node("act")
+    row = activation_of(node)
+    if row is None:
+        return m.fail(f"{node.op} with attributes {dict(node.attrs)} is no epilogue activation")
+    params = row.params(node, lambda t: m.graph.tensors[t].const)
+    if isinstance(params, str):
+        return m.fail(params)
+    return _refit(m, row.name, *params)
 
 
 @rule(Op("Mul", _f, Op("Sigmoid", _f), commute=True))

@@ -14,14 +14,13 @@ from onnx import helper, numpy_helper
 
 from quantgraph.errors import ModelLoadError, QuantgraphError, UnsupportedOpError
 from quantgraph.frontends.onnx.context import ConvertContext
-from quantgraph.frontends.onnx.dtypes import ir_dtype, onnx_type_name
+from quantgraph.frontends.onnx.dtypes import ir_dtype
 from quantgraph.frontends.onnx.registry import ONNX_CONVERTERS
 from quantgraph.ir.graph import Graph
 
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
 #: the oldest default-domain opset we convert; ONNX guarantees the newest the installed onnx knows
-MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 _DOMAIN_ALIASES = {"ai.onnx": ""}
 
@@ -204,7 +203,3 @@ def _convert_node(graph: Graph, n: onnx.NodeProto, index: int, opsets: dict[str,
 
 def _used_elsewhere(results: list[Any], i: int, t: str) -> bool:
     return any(r == t for j, r in enumerate(results) if j != i)
-
-
-def dtype_of(elem_type: int) -> str:
-    return onnx_type_name(elem_type)

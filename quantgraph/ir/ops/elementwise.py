@@ -12,7 +12,7 @@ import numpy as np
 
 from quantgraph.ir.dtypes import FLOAT, INTEGER, NUMERIC
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.registry import Fusion, op
+from quantgraph.ir.ops.registry import Fusion, Layout, op
 from quantgraph.ir.shapes import broadcast_shapes
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
@@ -219,7 +219,8 @@ def binary_infer(n: Node, a: TensorInfo, b: TensorInfo, dtype: str | None = None
 
 def _define_binary(name: str, fn: Callable[..., np.ndarray], allowed: frozenset[str], attrs: dict[str, Any],
                    same_dtype: bool) -> None:
-    d = op(name, inputs="A B", outputs="C", attrs=attrs, fusion=Fusion.BROADCAST)
+    d = op(name, inputs="A B", outputs="C", attrs=attrs, fusion=Fusion.BROADCAST, layout=Layout.AGNOSTIC,
+           weights=(1,) if name == "PRelu" else ())
 
     @d.infer
     def _(n: Node, a: TensorInfo, b: TensorInfo) -> TensorType:
@@ -256,7 +257,7 @@ def _fold(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], xs: list[np.ndarra
 
 
 def _define_variadic(name: str, fn: Callable[[list[np.ndarray]], np.ndarray]) -> None:
-    d = op(name, inputs="data_0+", outputs="result", fusion=Fusion.BROADCAST)
+    d = op(name, inputs="data_0+", outputs="result", fusion=Fusion.BROADCAST, layout=Layout.AGNOSTIC)
 
     @d.infer
     def _(n: Node, *xs: TensorInfo) -> TensorType:

@@ -8,33 +8,19 @@ references of the ops it replaces, so it cannot drift from them:
     FusedPool(X)                 = <kind>(X)                        (kind: MaxPool, AveragePool, Global*Pool)
 
 ``layout`` is "NCHW" (ONNX's channels-first) or "NHWC" (channels-last: X, Z and the output have the channel
-axis last; W stays (M, C/group, k...)). The activation is one of ``ACTIVATIONS`` with parameters ``alpha``/``beta``.
+axis last; W stays (M, C/group, k...)). The activation is a row of the activation table (``ir/ops/activation.py``)
+with parameters ``alpha``/``beta``.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.registry import Fusion, get_op, op, ref
+from quantgraph.ir.ops.activation import ACTIVATIONS, apply
+from quantgraph.ir.ops.registry import Fusion, Layout, get_op, op, ref
 from quantgraph.ir.shapes import Shape, broadcast_shapes, shapes_compatible
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
-# activation -> reference on float arrays, via the registry's own ops (alpha/beta as documented per entry)
-ACTIVATIONS: dict[str, Callable[[np.ndarray, float, float], np.ndarray]] = {
-    "none": lambda y, a, b: y,
-    "relu": lambda y, a, b: ref("Relu", y),
-    "leaky_relu": lambda y, a, b: ref("LeakyRelu", y, alpha=a),                    # alpha: slope
-    "clip": lambda y, a, b: ref("Clip", y, np.array(a, y.dtype), np.array(b, y.dtype)),  # [alpha, beta]
-    "sigmoid": lambda y, a, b: ref("Sigmoid", y),
-    "tanh": lambda y, a, b: ref("Tanh", y),
-    "silu": lambda y, a, b: ref("Mul", y, ref("Sigmoid", y)),
-    "hardsigmoid": lambda y, a, b: ref("HardSigmoid", y, alpha=a, beta=b),
-    "hardswish": lambda y, a, b: ref("HardSwish", y),
-    "gelu": lambda y, a, b: ref("Gelu", y),
-    "gelu_tanh": lambda y, a, b: ref("Gelu", y, approximate="tanh"),
-}
 LAYOUTS = ("NCHW", "NHWC")
 _EPILOGUE = {"activation": "none", "alpha": 0.0, "beta": 0.0}
 
@@ -76,7 +62,8 @@ def _check_residual(n: Node, out: TensorType, z: TensorInfo | None) -> None:
 
 
 _CONV_KEYS = tuple(get_op("Conv").attrs)
-fused_conv = op("FusedConv", inputs="X W B? Z?", outputs="Y", fusion=Fusion.OUT_FUSABLE,
+fused_conv = op("FusedConv", inputs="X W B? Z?", outputs="Y", fusion=Fusion.OUT_FUSABLE, weights=(1, 2),
+                layout=Layout.ATTR, layout_slots=(0, 3),
                 attrs={**get_op("Conv").attrs, **_EPILOGUE, "layout": "NCHW"},
                 doc="act(Conv(X, W, B) + Z) in NCHW or NHWC")
 
@@ -100,11 +87,11 @@ def _(n: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray
     y = ref("Conv", _nchw(x) if nhwc else x, w, b, **{k: n.attrs[k] for k in _CONV_KEYS})
     if z is not None:
         y = y + (_nchw(z) if nhwc else z)
-    y = ACTIVATIONS[n.attrs["activation"]](y, n.attrs["alpha"], n.attrs["beta"]).astype(x.dtype, copy=False)
+    y = apply(n.attrs["activation"], y, n.attrs["alpha"], n.attrs["beta"]).astype(x.dtype, copy=False)
     return _nhwc(y) if nhwc else y
 
 
-fused_matmul = op("FusedMatMul", inputs="A B bias? Z?", outputs="Y", fusion=Fusion.OUT_FUSABLE,
+fused_matmul = op("FusedMatMul", inputs="A B bias? Z?", outputs="Y", fusion=Fusion.OUT_FUSABLE, weights=(1, 2),
                   attrs=dict(_EPILOGUE), doc="act(MatMul(A, B) + bias + Z)")
 
 
@@ -132,7 +119,7 @@ def _(n: Node, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, z: np.ndar
         y = y + bias
     if z is not None:
         y = y + z
-    return ACTIVATIONS[n.attrs["activation"]](y, n.attrs["alpha"], n.attrs["beta"]).astype(a.dtype, copy=False)
+    return apply(n.attrs["activation"], y, n.attrs["alpha"], n.attrs["beta"]).astype(a.dtype, copy=False)
 
 
 POOL_KINDS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
@@ -140,7 +127,7 @@ _POOL_KEYS = {"MaxPool": ("auto_pad", "ceil_mode", "dilations", "kernel_shape", 
               "AveragePool": ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides",
                               "count_include_pad"),
               "GlobalAveragePool": (), "GlobalMaxPool": ()}
-fused_pool = op("FusedPool", inputs="X", outputs="Y", fusion=Fusion.OPAQUE,
+fused_pool = op("FusedPool", inputs="X", outputs="Y", fusion=Fusion.OPAQUE, layout=Layout.ATTR,
                 attrs={"kind": "MaxPool", "auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (), "kernel_shape": (),
                        "pads": (), "strides": (), "count_include_pad": 0, "layout": "NCHW"},
                 doc="a pooling op of the given kind, in NCHW or NHWC")

@@ -13,7 +13,7 @@ import numpy as np
 from quantgraph.ir.dtypes import DTYPES, FLOAT, to_numpy
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.shape import axis_or_none as _axis
-from quantgraph.ir.ops.registry import REQUIRED, Fusion, op, same_type
+from quantgraph.ir.ops.registry import REQUIRED, Fusion, Layout, op, same_type
 from quantgraph.ir.shapes import Dim, Shape, broadcast_shapes
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
@@ -71,7 +71,8 @@ def _(n: Node, x: np.ndarray, ratio: np.ndarray | None, training: np.ndarray | N
 # Cast: ``to`` is an IR dtype name. ``saturate`` and ``round_mode`` only matter for float8 types, which quantgraph
 # does not have; they are kept so a Cast node round-trips its ONNX attributes.
 
-cast = op("Cast", inputs="input", outputs="output", fusion=Fusion.ELEMWISE,
+# NOTE: not layout-agnostic for the layout pass, although elementwise (it has never been needed in a chain)
+cast = op("Cast", inputs="input", outputs="output", fusion=Fusion.ELEMWISE, layout=Layout.NONE,
           attrs={"to": REQUIRED, "saturate": 1, "round_mode": "up"})
 
 

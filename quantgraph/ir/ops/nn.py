@@ -19,14 +19,14 @@ from quantgraph.ir.tensor import TensorInfo, TensorType
 
 _WINDOW_ATTRS = {"auto_pad": "NOTSET", "dilations": (), "group": 1, "kernel_shape": (), "pads": (), "strides": ()}
 
-conv = op("Conv", inputs="X W B?", outputs="Y", fusion=Fusion.OUT_FUSABLE, attrs=dict(_WINDOW_ATTRS),
+conv = op("Conv", inputs="X W B?", outputs="Y", fusion=Fusion.OUT_FUSABLE, attrs=dict(_WINDOW_ATTRS), weights=(1, 2),
           doc="N-D convolution (ONNX Conv-22); empty window attributes mean the ONNX defaults")
-conv_transpose = op("ConvTranspose", inputs="X W B?", outputs="Y", fusion=Fusion.OUT_FUSABLE,
+conv_transpose = op("ConvTranspose", inputs="X W B?", outputs="Y", fusion=Fusion.OUT_FUSABLE, weights=(1, 2),
                     attrs={**_WINDOW_ATTRS, "output_padding": (), "output_shape": ()},
                     doc="N-D transposed convolution (ONNX ConvTranspose-22)")
-gemm = op("Gemm", inputs="A B C?", outputs="Y", fusion=Fusion.OUT_FUSABLE,
+gemm = op("Gemm", inputs="A B C?", outputs="Y", fusion=Fusion.OUT_FUSABLE, weights=(1, 2),
           attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
-matmul = op("MatMul", inputs="A B", outputs="Y", fusion=Fusion.OUT_FUSABLE)
+matmul = op("MatMul", inputs="A B", outputs="Y", fusion=Fusion.OUT_FUSABLE, weights=(1,))
 
 
 # -- Conv / ConvTranspose --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from quantgraph.ir.shapes import Shape, normalize_axis
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
 batch_norm = op("BatchNormalization", inputs="X scale B input_mean input_var", outputs="Y", fusion=Fusion.OPAQUE,
+                weights=(1, 2, 3, 4),
                 attrs={"epsilon": 1e-5}, doc="inference-mode BatchNormalization (ONNX-15 with training_mode=0)")
 batch_norm_train = op("BatchNormalizationTraining", inputs="X scale B input_mean input_var",
                       outputs="Y running_mean? running_var? saved_mean? saved_inv_std?", fusion=Fusion.OPAQUE,
@@ -33,10 +34,11 @@ softmax = op("Softmax", inputs="input", outputs="output", fusion=Fusion.REDUCE, 
 log_softmax = op("LogSoftmax", inputs="input", outputs="output", fusion=Fusion.REDUCE, attrs={"axis": -1})
 hardmax = op("Hardmax", inputs="input", outputs="output", fusion=Fusion.REDUCE, attrs={"axis": -1})
 layer_norm = op("LayerNormalization", inputs="X Scale B?", outputs="Y Mean? InvStdDev?", fusion=Fusion.REDUCE,
-                attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1})
+                weights=(1, 2), attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1})
 rms_norm = op("RMSNormalization", inputs="X scale", outputs="Y", fusion=Fusion.REDUCE,
               attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1})
 instance_norm = op("InstanceNormalization", inputs="input scale B", outputs="output", fusion=Fusion.REDUCE,
+                   weights=(1, 2),
                    attrs={"epsilon": 1e-5})
 group_norm = op("GroupNormalization", inputs="X scale bias", outputs="Y", fusion=Fusion.REDUCE,
                 attrs={"epsilon": 1e-5, "num_groups": REQUIRED, "stash_type": 1},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.registry import Fusion, REQUIRED, op
+from quantgraph.ir.ops.registry import Fusion, Layout, REQUIRED, op
 from quantgraph.ir.ops.spatial import Window, out_dims, pad_for_windows, resolved_pads, sliding_windows, window
 from quantgraph.ir.shapes import Dim
 from quantgraph.ir.tensor import TensorInfo, TensorType
@@ -16,13 +16,15 @@ from quantgraph.ir.tensor import TensorInfo, TensorType
 _POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (), "kernel_shape": REQUIRED, "pads": (),
                "strides": ()}
 
-max_pool = op("MaxPool", inputs="X", outputs="Y Indices?", fusion=Fusion.OPAQUE,
+#: pooling runs channels-last as FusedPool (ir/ops/fused.py), which carries a layout
+_VIA_FUSED_POOL = {"layout": Layout.VIA, "layout_via": "FusedPool"}
+max_pool = op("MaxPool", inputs="X", outputs="Y Indices?", **_VIA_FUSED_POOL, fusion=Fusion.OPAQUE,
               attrs={**_POOL_ATTRS, "storage_order": 0})
-average_pool = op("AveragePool", inputs="X", outputs="Y", fusion=Fusion.OPAQUE,
+average_pool = op("AveragePool", inputs="X", outputs="Y", **_VIA_FUSED_POOL, fusion=Fusion.OPAQUE,
                   attrs={**_POOL_ATTRS, "count_include_pad": 0})
 lp_pool = op("LpPool", inputs="X", outputs="Y", fusion=Fusion.OPAQUE, attrs={**_POOL_ATTRS, "p": 2})
-global_average_pool = op("GlobalAveragePool", inputs="X", outputs="Y", fusion=Fusion.REDUCE)
-global_max_pool = op("GlobalMaxPool", inputs="X", outputs="Y", fusion=Fusion.REDUCE)
+global_average_pool = op("GlobalAveragePool", inputs="X", outputs="Y", **_VIA_FUSED_POOL, fusion=Fusion.REDUCE)
+global_max_pool = op("GlobalMaxPool", inputs="X", outputs="Y", **_VIA_FUSED_POOL, fusion=Fusion.REDUCE)
 global_lp_pool = op("GlobalLpPool", inputs="X", outputs="Y", fusion=Fusion.REDUCE, attrs={"p": 2})
 
 

@@ -47,6 +47,16 @@ class _Required:
 REQUIRED: Any = _Required()
 
 
+class Layout(enum.Enum):
+    """How an op can run channels-last (read by ``compiler/passes/convert_layout.py``)."""
+
+    NONE = "none"                  # only in the layout it was written in (ONNX: channels-first)
+    AGNOSTIC = "agnostic"          # elementwise: any layout, when its activation inputs share one shape
+    ATTR = "attr"                  # carries a ``layout`` attribute (compiler-made ops); activations in ``layout_slots``
+    VIA = "via"                    # runs channels-last as op ``layout_via`` (``kind=<this op>``, a ``layout`` attr)
+    CHANNEL_AXIS = "channel_axis"  # layout-agnostic when its ``axis`` attribute is the channel axis (Concat)
+
+
 @dataclass(frozen=True)
 class Port:
     name: str
@@ -86,19 +96,27 @@ def _freeze(value: Any) -> Any:
 
 
 class OpDef:
-    """The single definition of an op. Created by :func:`op`; decorators attach infer/reference/decompose."""
+    """The single definition of an op. Created by :func:`op`; decorators attach infer and reference."""
 
     def __init__(self, name: str, inputs: str, outputs: str, attrs: dict[str, Any] | None, fusion: Fusion,
-                 doc: str = ""):
+                 doc: str = "", weights: tuple[int, ...] = (), layout: Layout | None = None,
+                 layout_slots: tuple[int, ...] = (0,), layout_via: str | None = None):
         self.name = name
         self.inputs = Port.parse(inputs)
         self.outputs = Port.parse(outputs)
         self.attrs = dict(attrs or {})
         self.fusion = fusion
         self.doc = doc
+        #: input slots that hold weights (kernels pack them once; constant folding may materialise them at any size)
+        self.weights = tuple(weights)
+        #: layout behaviour; elementwise ops are layout-agnostic unless they say otherwise
+        self.layout = layout if layout is not None else (Layout.AGNOSTIC if fusion is Fusion.ELEMWISE else Layout.NONE)
+        self.layout_slots = tuple(layout_slots)
+        self.layout_via = layout_via
+        if (self.layout is Layout.VIA) != (layout_via is not None):
+            raise ValueError(f"op {name}: layout_via goes with Layout.VIA and only with it")
         self._infer: Callable[..., Any] | None = None
         self._reference: Callable[..., Any] | None = None
-        self._decompose: Callable[..., Any] | None = None
 
     def __repr__(self) -> str:
         return f"OpDef({self.name})"
@@ -110,10 +128,6 @@ class OpDef:
 
     def reference(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         self._reference = fn
-        return fn
-
-    def decompose(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        self._decompose = fn
         return fn
 
     @property
@@ -211,11 +225,15 @@ _REGISTRY: dict[str, OpDef] = {}
 
 
 def op(name: str, inputs: str = "X", outputs: str = "Y", attrs: dict[str, Any] | None = None,
-       fusion: Fusion = Fusion.OPAQUE, doc: str = "") -> OpDef:
-    """Define and register an op. Defining the same op twice is an error (one op, one place)."""
+       fusion: Fusion = Fusion.OPAQUE, doc: str = "", **facts: Any) -> OpDef:
+    """Define and register an op. Defining the same op twice is an error (one op, one place).
+
+    ``facts`` are the per-op facts passes read: ``weights`` (weight input slots), ``layout`` (a :class:`Layout`),
+    ``layout_slots`` (inputs carrying activations, for ``Layout.ATTR``/``VIA``) and ``layout_via``.
+    """
     if name in _REGISTRY:
         raise ValueError(f"op {name} is already defined")
-    d = OpDef(name, inputs, outputs, attrs, fusion, doc)
+    d = OpDef(name, inputs, outputs, attrs, fusion, doc, **facts)
     _REGISTRY[name] = d
     return d
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.registry import REQUIRED, Fusion, op
+from quantgraph.ir.ops.registry import REQUIRED, Fusion, Layout, op
 from quantgraph.ir.shapes import Dim, Shape, broadcast_shapes, format_shape
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
@@ -256,7 +256,8 @@ def _(n: Node, x: np.ndarray, axes: np.ndarray) -> np.ndarray:
 
 
 # -- Concat / Split ---------------------------------------------------------------------------------------------
-concat = op("Concat", inputs="inputs+", outputs="concat_result", attrs={"axis": REQUIRED}, fusion=Fusion.INJECTIVE)
+concat = op("Concat", inputs="inputs+", outputs="concat_result", attrs={"axis": REQUIRED},
+            fusion=Fusion.INJECTIVE, layout=Layout.CHANNEL_AXIS)
 
 
 @concat.infer

@@ -24,6 +24,8 @@ from numba import njit, prange
 
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
+from quantgraph.kernels.checks import float32_only
+from quantgraph.kernels.registry import Kernel, register
 
 _LOG2E = np.float32(1.44269504088896341)
 _C1 = np.float32(0.693359375)            # ln 2 split into an exact high part ...
@@ -127,27 +129,27 @@ def attention_steps(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
             (_matmul_out, (scores, heads_view(v, heads), heads_view(out, heads)))]
 
 
-# -- the lowering hooks (KernelDef "attention_f32_blas" in compiler/lower.py) ------------------------------------
+# -- the kernel record -------------------------------------------------------------------------------------------
 def accepts(n: Node, g: Graph) -> str | None:
     """Why this kernel cannot run FusedAttention node ``n`` (None: it can)."""
-    ts = [t for t in n.inputs if t] + [n.outputs[0]]
-    bad = [t for t in ts if g.tensors[t].dtype != "float32"]
-    if bad:
-        return f"tensor '{bad[0]}' is {g.tensors[bad[0]].dtype}, kernel is float32 only"
-    return None  # NOTE: FusedAttention's inference already keeps the mask within the 4-D scores
+    # NOTE: FusedAttention's inference already keeps the mask within the 4-D scores
+    return float32_only(n, g)
 
 
 def scratch(n: Node, packed: Any, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...] | None]
             ) -> int | None:
-    """float32 scratch elements for the scores (None when the shapes are unknown)."""
+    """Scratch bytes for the float32 scores (None when the shapes are unknown)."""
     q, k = ins[0], ins[1]
     if q is None or k is None:
         return None
-    return scratch_size(q[0], n.attrs["num_heads"], q[1], k[1])
+    return 4 * scratch_size(q[0], n.attrs["num_heads"], q[1], k[1])
 
 
 def bind(n: Node, packed: Any, ins: list, outs: list, scratch_buf: np.ndarray) -> list[tuple]:
     """Prebound steps for one FusedAttention node on planned buffers."""
     mask = ins[3] if len(ins) > 3 else None
-    return attention_steps(ins[0], ins[1], ins[2], mask, outs[0], scratch_buf, n.attrs["num_heads"],
+    return attention_steps(ins[0], ins[1], ins[2], mask, outs[0], scratch_buf.view(np.float32), n.attrs["num_heads"],
                            n.attrs["scale"])
+
+
+register(Kernel("attention_f32_blas", ("FusedAttention",), accepts, bind, scratch=scratch, priority=10))

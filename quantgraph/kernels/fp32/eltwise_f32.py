@@ -1,7 +1,9 @@
 """Fused elementwise epilogues in one pass: y = act(y + bias + z), in place, for the GEMM/conv kernels.
 
-Activation codes are runtime ints (``ACT_CODES``), so one compiled kernel serves every activation; the branch is
-taken once per row, outside the inner loop, so the inner loops stay vectorizable.
+Activation codes are runtime ints (``Activation.code`` of the activation table), so one compiled kernel serves every
+activation; the branch is taken once per row, outside the inner loop, so the inner loops stay vectorizable.
+``act_row`` has one branch per row of the table (``tests/kernels/fp32/test_activation_table.py`` checks each
+against its reference).
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# NOTE: order must match quantgraph.ir.ops.fused.ACTIVATIONS names; codes are what the kernels branch on.
-ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "tanh": 5, "silu": 6,
-             "hardsigmoid": 7, "hardswish": 8, "gelu": 9, "gelu_tanh": 10}
-ERF = 11  # not a fused activation: the standalone Erf op
+from quantgraph.ir.ops.activation import ACTIVATIONS
+
+#: activation name -> the code the kernels branch on (the activation table, quantgraph/ir/ops/activation.py)
+ACT_CODES = {a.name: a.code for a in ACTIVATIONS.values()}
 BIAS_NONE, BIAS_ROWS, BIAS_COLS = 0, 1, 2
 _EMPTY1 = np.zeros(0, np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
@@ -46,7 +48,7 @@ def _sigmoid(v):
 
 @njit(fastmath=True, cache=True)
 def act_row(r, act, alpha, beta):
-    """Apply activation ``act`` to the 1-D float32 array ``r`` in place."""
+    """Apply activation code ``act`` (``Activation.code``) to the 1-D float32 array ``r`` in place."""
     n = r.shape[0]
     a = np.float32(alpha)
     b = np.float32(beta)

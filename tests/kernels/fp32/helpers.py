@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from quantgraph.compiler.executable import CompiledModel
+from quantgraph.compiler.lower import lower
 from quantgraph.ir import interpreter
 from quantgraph.ir.graph import Graph
 
@@ -31,7 +32,7 @@ def one_node(op: str, inputs: Sequence[tuple[str, Any]], **attrs: Any) -> tuple[
 
 def check(g: Graph, feeds: dict[str, np.ndarray], kernel: str | None = None, rtol: float = 1e-4) -> CompiledModel:
     want = interpreter.run(g, feeds)
-    cm = CompiledModel(g, opt_level=2)
+    cm = CompiledModel(g, lower(g), opt_level=2)
     got = cm.run(feeds)
     for t in g.outputs:
         scale = max(1.0, float(np.max(np.abs(want[t])))) if want[t].size else 1.0

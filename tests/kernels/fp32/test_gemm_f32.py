@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantgraph.ir.ops.fused import ACTIVATIONS
+from quantgraph.ir.ops.activation import ACTIVATIONS
 from tests.kernels.fp32.helpers import check, one_node
 
 rng = np.random.default_rng(0)
