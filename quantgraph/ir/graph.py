@@ -233,9 +233,16 @@ class Graph:
         return new
 
     def replace_uses(self, old: str, new: str) -> None:
-        """Make every reader of tensor ``old`` (nodes and graph outputs) read ``new`` instead."""
+        """Make every reader of tensor ``old`` (nodes and graph outputs) read ``new`` instead.
+
+        ``new`` stands for the same values, so it inherits ``old``'s quantization parameters when it has none: this is
+        how ``qparams`` survive every rewrite, fold and elimination.
+        """
         if new not in self.tensors:
             raise GraphError(f"replacement tensor '{new}' is not defined")
+        qp = self.tensors[old].qparams if old in self.tensors else None
+        if qp is not None and self.tensors[new].qparams is None:
+            self.tensors[new] = self.tensors[new].with_(qparams=qp)
         for n in self.consumers(old):
             self.set_inputs_of(n, [new if t == old else t for t in n.inputs])
         self.outputs = [new if t == old else t for t in self.outputs]

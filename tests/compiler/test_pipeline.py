@@ -97,3 +97,25 @@ def test_dumps_one_file_per_pass(tmp_path) -> None:
     files = sorted(os.listdir(tmp_path))
     assert files[0] == "00_fold_constants.txt" and len(files) == len(reports)
     assert "graph t" in (tmp_path / files[-1]).read_text()
+
+
+def test_qparams_survive_fusion_and_layout_conversion() -> None:
+    from quantgraph.ir.tensor import QuantParams
+
+    gb = GraphBuilder("q")
+    x = gb.input("x", (1, 3, 6, 6))
+    rng = np.random.default_rng(1)
+    w1 = gb.const(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    w2 = gb.const(rng.standard_normal((5, 4, 1, 1)).astype(np.float32))
+    mid = gb.op("Relu", gb.op("Conv", x, w1, pads=(1, 1, 1, 1)))
+    g = gb.output(gb.op("Conv", mid, w2)).build()
+    per_tensor = QuantParams((0.02,), (0,), "uint8")
+    per_channel = QuantParams((0.1, 0.2, 0.3, 0.4), (0, 0, 0, 0), "int8", axis=1)
+    g.set_tensor(g.tensors[x].with_(qparams=per_tensor))
+    g.set_tensor(g.tensors[mid].with_(qparams=per_channel))
+    out, _ = optimize(g, 3)
+    first, second = [n for n in out.topo() if n.op == "FusedConv"]
+    assert first.attrs["activation"] == "relu" and first.attrs["layout"] == "NHWC"
+    # the fused conv's output replaced Relu's; its NHWC twin moved the channel axis last
+    assert out.tensors[first.outputs[0]].qparams == QuantParams(per_channel.scale, per_channel.zero_point, "int8", 3)
+    assert out.tensors[first.inputs[0]].qparams == per_tensor  # the input's Transpose to NHWC

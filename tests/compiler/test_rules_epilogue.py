@@ -29,7 +29,14 @@ ACTS = {
     "Relu": ({}, "relu"), "Sigmoid": ({}, "sigmoid"), "Tanh": ({}, "tanh"), "HardSwish": ({}, "hardswish"),
     "LeakyRelu": ({"alpha": 0.1}, "leaky_relu"), "HardSigmoid": ({"alpha": 0.3, "beta": 0.4}, "hardsigmoid"),
     "Gelu": ({}, "gelu"), "Gelu_tanh": ({"approximate": "tanh"}, "gelu_tanh"), "Clip": ({}, "clip"),
+    "Erf": ({}, "erf"), "Mish": ({}, "mish"),
 }
+
+
+def test_every_table_op_is_covered_here() -> None:
+    from quantgraph.ir.ops.activation import ACTIVATION_OPS
+
+    assert ACTIVATION_OPS == {a.split("_")[0] for a in ACTS}
 
 
 @pytest.mark.parametrize("kind", ["conv", "matmul"])

@@ -11,6 +11,7 @@ Gemm, a graph output, ...) reads through one ``Transpose(0, 3, 1, 2)`` per tenso
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from quantgraph.compiler.rewrite import record
@@ -91,6 +92,14 @@ def _activation_slots(graph: Graph, n: Node) -> list[int]:
     return _agnostic_inputs(graph, n) or []
 
 
+def _carry_qparams(graph: Graph, src: str, dst: str, perm: tuple[int, ...] = (0, 1, 2, 3)) -> None:
+    """``dst`` (``src`` permuted by ``perm``) keeps ``src``'s quantization, with a per-channel axis moved along."""
+    qp = graph.tensors[src].qparams
+    if qp is not None and graph.tensors[dst].qparams is None:
+        axis = None if qp.axis is None else perm.index(qp.axis % 4)
+        graph.set_tensor(graph.tensors[dst].with_(qparams=replace(qp, axis=axis)))
+
+
 def _flatten_absorbs(graph: Graph, reader: Node, t: str) -> bool:
     """Flatten(axis=1) of an (N, C, 1, 1) tensor reads the same bytes in either layout."""
     shape = graph.tensors[t].shape
@@ -127,6 +136,7 @@ def convert_layout(preferred: str = "NHWC") -> Callable[[Graph], Graph]:
                 return mapped[t]
             if t not in to_nhwc:
                 to_nhwc[t] = graph.add("Transpose", [t], name=f"convert_layout/{t}/to_nhwc", perm=TO_NHWC)
+                _carry_qparams(graph, t, to_nhwc[t], TO_NHWC)
                 record("Transpose")
             return to_nhwc[t]
 
@@ -143,6 +153,7 @@ def convert_layout(preferred: str = "NHWC") -> Callable[[Graph], Graph]:
             op, attrs = _nhwc_attrs(n)
             out = graph.add(op, ins, name=f"convert_layout/{n.name}", **attrs)
             mapped[n.outputs[0]] = out[0] if isinstance(out, tuple) else out
+            _carry_qparams(graph, n.outputs[0], mapped[n.outputs[0]], TO_NHWC)
             record(f"{n.op}->NHWC")
         renames: list[tuple[str, str]] = []
         for n in chosen:
@@ -155,6 +166,7 @@ def convert_layout(preferred: str = "NHWC") -> Callable[[Graph], Graph]:
             readers = [r for r in graph.consumers(y) if r.name not in chosen_names]
             if readers or y in graph.outputs:
                 back = graph.add("Transpose", [mapped[y]], name=f"convert_layout/{y}/to_nchw", perm=TO_NCHW)
+                _carry_qparams(graph, y, back)
                 record("Transpose")
                 for r in readers:
                     graph.set_inputs_of(r, [back if t == y else t for t in r.inputs])

@@ -90,6 +90,7 @@ _ROWS = (
     Activation("gelu_tanh", 10, lambda y, a, b: ref("Gelu", y, approximate="tanh"), "Gelu",
                when={"approximate": "tanh"}),
     Activation("erf", 11, lambda y, a, b: ref("Erf", y), "Erf"),
+    Activation("mish", 12, lambda y, a, b: ref("Mish", y), "Mish", doc="x * tanh(softplus(x))"),
 )
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in _ROWS}

@@ -93,6 +93,11 @@ def act_row(r, act, alpha, beta):
     elif act == 11:
         for j in range(n):
             r[j] = _erf(r[j])
+    elif act == 12:
+        for j in range(n):
+            v = r[j]
+            # softplus without overflow: log1p(exp(-|v|)) + max(v, 0)
+            r[j] = v * math.tanh(math.log1p(math.exp(-abs(v))) + max(v, np.float32(0.0)))
 
 
 @njit(parallel=True, fastmath=True, cache=True)
