@@ -48,6 +48,11 @@ class CompiledModel:
     def output_names(self) -> list[str]:
         return list(self.graph.outputs)
 
+    @property
+    def lowered(self) -> list | None:
+        """The kernel chosen per node (``compiler.lower.lower``); None when the reference interpreter runs."""
+        return self._lowered
+
     def input_info(self) -> list[TensorInfo]:
         return list(self._inputs)
 
@@ -125,62 +130,7 @@ class CompiledModel:
 
     # -- input validation -------------------------------------------------------------------------------------
     def _feeds(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        names = self.input_names
-        if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
-            given = dict(args[0])
-        elif args and kwargs:
-            raise InputError("pass inputs either positionally or by name, not both")
-        elif kwargs:
-            given = dict(kwargs)
-        else:
-            if len(args) != len(names):
-                raise InputError(f"model takes {len(names)} input(s) ({', '.join(names)}); got {len(args)}")
-            given = dict(zip(names, args))
-        unknown = [k for k in given if k not in names]
-        if unknown:
-            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
-                             f"{', '.join(map(repr, names))}")
-        missing = [k for k in names if k not in given]
-        if missing:
-            raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are "
-                             f"{', '.join(map(repr, names))}")
-        bound: dict[str, tuple[int, str]] = {}
-        feeds = {}
-        for info in self._inputs:
-            feeds[info.name] = self._check(info, given[info.name], bound)
-        return feeds
-
-    @staticmethod
-    def _check(info: TensorInfo, value: Any, bound: dict[str, tuple[int, str]]) -> np.ndarray:
-        want = f"{info.dtype}{format_shape(info.shape)}"
-        if isinstance(value, np.ndarray):
-            arr = value
-            try:
-                got_dtype = dtype_name(arr)
-            except TypeError:
-                got_dtype = str(arr.dtype)
-            if got_dtype != info.dtype:
-                raise InputError(f"input '{info.name}' has dtype {arr.dtype}; expected {want}")
-        else:  # python scalars and lists take the declared dtype
-            try:
-                arr = np.asarray(value, dtype=to_numpy(info.dtype))
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"input '{info.name}' cannot be converted to {info.dtype}: {exc}") from None
-        if info.shape is None:
-            return arr
-        if arr.ndim != len(info.shape):
-            raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)} (rank {arr.ndim}); expected rank "
-                             f"{len(info.shape)}: {want}")
-        for axis, (d, s) in enumerate(zip(info.shape, arr.shape)):
-            if isinstance(d, int) and d != s:
-                raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)}; dim {axis} must be {d}: {want}")
-            if isinstance(d, str):
-                if d in bound and bound[d][0] != s:
-                    size, by = bound[d]
-                    raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)}; dim {axis} ('{d}') is {s} "
-                                     f"but '{d}' = {size} from input '{by}'")
-                bound.setdefault(d, (s, info.name))
-        return arr
+        return validate_feeds(self._inputs, args, kwargs)
 
     def __repr__(self) -> str:  # noqa: D105
         ins = ", ".join(f"{i.name}: {i.describe()}" for i in self._inputs)
@@ -191,3 +141,66 @@ def _timed(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def validate_feeds(inputs: Sequence[TensorInfo], args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Inputs given positionally (in ``inputs`` order), as one dict or by keyword, checked against ``inputs``:
+    unknown or missing names, and wrong rank, dims or dtype raise InputError naming the input and what was expected.
+    Returns ``{name: array}``."""
+    names = [i.name for i in inputs]
+    if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+        given = dict(args[0])
+    elif args and kwargs:
+        raise InputError("pass inputs either positionally or by name, not both")
+    elif kwargs:
+        given = dict(kwargs)
+    else:
+        if len(args) != len(names):
+            raise InputError(f"model takes {len(names)} input(s) ({', '.join(names)}); got {len(args)}")
+        given = dict(zip(names, args))
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
+                         f"{', '.join(map(repr, names))}")
+    missing = [k for k in names if k not in given]
+    if missing:
+        raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are "
+                         f"{', '.join(map(repr, names))}")
+    bound: dict[str, tuple[int, str]] = {}
+    feeds = {}
+    for info in inputs:
+        feeds[info.name] = _check_input(info, given[info.name], bound)
+    return feeds
+
+
+def _check_input(info: TensorInfo, value: Any, bound: dict[str, tuple[int, str]]) -> np.ndarray:
+    want = f"{info.dtype}{format_shape(info.shape)}"
+    if isinstance(value, np.ndarray):
+        arr = value
+        try:
+            got_dtype = dtype_name(arr)
+        except TypeError:
+            got_dtype = str(arr.dtype)
+        if got_dtype != info.dtype:
+            raise InputError(f"input '{info.name}' has dtype {arr.dtype}; expected {want}")
+    else:  # python scalars and lists take the declared dtype
+        try:
+            arr = np.asarray(value, dtype=to_numpy(info.dtype))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input '{info.name}' cannot be converted to {info.dtype}: {exc}") from None
+    if info.shape is None:
+        return arr
+    if arr.ndim != len(info.shape):
+        raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)} (rank {arr.ndim}); expected rank "
+                         f"{len(info.shape)}: {want}")
+    for axis, (d, s) in enumerate(zip(info.shape, arr.shape)):
+        if isinstance(d, int) and d != s:
+            raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)}; dim {axis} must be {d}: {want}")
+        if isinstance(d, str):
+            if d in bound and bound[d][0] != s:
+                size, by = bound[d]
+                raise InputError(f"input '{info.name}' has shape {tuple(arr.shape)}; dim {axis} ('{d}') is {s} "
+                                 f"but '{d}' = {size} from input '{by}'")
+            bound.setdefault(d, (s, info.name))
+    return arr

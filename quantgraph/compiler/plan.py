@@ -15,8 +15,8 @@ of the outputs, so no returned array aliases memory the next call overwrites.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +60,7 @@ class Plan:
     arena_bytes: int
     naive_bytes: int                       # sum of all planned buffers without reuse
     arena: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    buffers: dict[str, Any] = field(repr=False, default_factory=dict)  # non-constant tensor -> ndarray or Cell
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         for buf, x in zip(self.inputs, feeds):
@@ -70,6 +71,38 @@ class Plan:
         for fn, args in self.steps:
             fn(*args)
         return [(o.value if isinstance(o, Cell) else o).copy() for o in self.outputs]
+
+    def with_observers(self, observe: Mapping[str, Callable[[np.ndarray], None]]) -> "Plan":
+        """A plan on the same arena whose steps also call ``observe[t](value)`` for each named tensor right after
+        the node computing it (graph inputs: before the first step), while its buffer still holds it.
+
+        The values passed are views of the arena: an observer must read them before returning, not keep them.
+        Calibration uses this to see every intermediate at compiled speed.
+        """
+        produced: dict[str, int] = {}
+        for i, ln in enumerate(self.nodes):
+            for t in ln.node.outputs:
+                if t:
+                    produced[t] = i
+        missing = [t for t in observe if t not in self.buffers]
+        if missing:
+            raise KeyError(f"the plan holds no buffer for {', '.join(map(repr, missing))} (constants are not "
+                           f"computed; unknown names are not in the graph)")
+        after: dict[int, list[Step]] = {}
+        for t, fn in observe.items():
+            after.setdefault(produced.get(t, -1), []).append((_observe, (fn, self.buffers[t])))
+        steps: list[Step] = list(after.get(-1, []))
+        owners: list[int] = [0] * len(steps)
+        at = 0
+        for i in range(len(self.nodes)):
+            while at < len(self.steps) and self.owners[at] == i:
+                steps.append(self.steps[at])
+                owners.append(i)
+                at += 1
+            extra = after.get(i, [])
+            steps += extra
+            owners += [i] * len(extra)
+        return replace(self, steps=steps, owners=owners)
 
     def profile(self, feeds: Sequence[np.ndarray], repeats: int = 3) -> list[float]:
         """Seconds per node (summed over its steps, best of ``repeats`` runs)."""
@@ -243,8 +276,14 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
             names.append(k.name)
         steps += new
         owners += [i] * len(new)
+    buffers = {t: buf(t) for t in list(g.inputs) + [t for ln in lowered for t in ln.node.outputs]
+               if t and g.tensors[t].const is None}
     return Plan(steps, owners, lowered, names, [buf(t) for t in g.inputs], [buf(t) for t in g.outputs],
-                arena_bytes, naive, arena)
+                arena_bytes, naive, arena, buffers)
+
+
+def _observe(fn: Callable[[np.ndarray], None], b: Any) -> None:
+    fn(b.value if isinstance(b, Cell) else b)
 
 
 def _reference_step(n: Any) -> Any:

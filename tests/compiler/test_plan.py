@@ -136,3 +136,26 @@ def test_optimized_benchmark_models_match_the_interpreter(opt_level) -> None:
                 scale = float(np.max(np.abs(want[t])))
                 np.testing.assert_allclose(got[t], want[t], rtol=1e-4, atol=1e-4 * scale)
     assert cm.graph.op_counts().get("FusedMatMul", 0) > 0
+
+
+def test_observers_see_every_tensor_before_its_buffer_is_reused() -> None:
+    g = _chain(depth=4)
+    e = g.add("Exp", [g.outputs[0]])
+    r = g.add("Sigmoid", [e])  # runs in place over Exp's buffer: Exp's value must be observed before
+    g.set_outputs([g.add("Add", [r, g.outputs[0]])])
+    x = rng.standard_normal((2, 4, 10, 10)).astype(np.float32)
+    want: dict[str, np.ndarray] = {"x": x}
+    interpreter.run(g, {"x": x}, on_tensor=lambda t, v: want.__setitem__(t, v))
+    plan = build_plan(g, lower(g), {"x": x.shape})
+    assert plan.arena_bytes < plan.naive_bytes  # buffers are shared, so observing late would see other values
+    assert np.shares_memory(plan.buffers[e], plan.buffers[r])
+    seen: dict[str, np.ndarray] = {}
+    names = [t for t in want if g.tensors[t].dtype == "float32"]
+    watched = plan.with_observers({t: (lambda v, t=t: seen.__setitem__(t, v.copy())) for t in names})
+    out = watched.run([x])
+    assert set(seen) == set(names)
+    for t in names:
+        np.testing.assert_allclose(seen[t], want[t], rtol=1e-4, atol=1e-5, err_msg=t)
+    np.testing.assert_array_equal(out[0], plan.run([x])[0])  # the plan it came from is unchanged
+    with pytest.raises(KeyError, match="'w0'"):
+        plan.with_observers({"w0": print})
