@@ -1,4 +1,5 @@
-"""Test-wide settings: graph verification after every pass is always on in tests."""
+"""Test-wide settings: graph verification after every pass and strict rewriting (a rule that raises is a
+PassError, not a skipped rewrite) are always on in tests."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -9,6 +10,6 @@ from quantgraph import config
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _verify_graphs() -> Iterator[None]:
-    with config.override(verify=True):
+def _strict_checks() -> Iterator[None]:
+    with config.override(verify=True, strict=True):
         yield
