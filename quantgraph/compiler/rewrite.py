@@ -110,8 +110,9 @@ def _splice(graph: Graph, rule: Rule, m: Match, result: str) -> None:
                     out = graph.add(e.op, [resolve(i) for i in e.inputs], name=f"{rule.name}/{e.op}",
                                     outputs=[graph.unique_name(f"{rule.name}/{e.op}")], **e.attrs)
                     real[e.out] = out[0] if isinstance(out, tuple) else out
-                except QuantgraphError as exc:
-                    raise PassError(f"rule '{rule.name}' emitted an invalid {e.op} at '{m.root}': {exc}") from exc
+                except Exception as exc:  # the op's own checks rejected what the rule built
+                    why = str(exc) if isinstance(exc, QuantgraphError) else f"{type(exc).__name__}: {exc}"
+                    raise PassError(f"rule '{rule.name}' emitted an invalid {e.op} at '{m.root}': {why}") from exc
             else:
                 real[e.out] = graph.add_const(e.value, name=graph.unique_name(f"{rule.name}/{e.name}"))
         new = resolve(result)
