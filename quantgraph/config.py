@@ -2,6 +2,8 @@
 
 ``QUANTGRAPH_DEBUG``      0/1/2: extra diagnostics (2 prints the nearest miss of each rewrite rule)
 ``QUANTGRAPH_VERIFY``     1: run ``verify()`` after every pass (always on in tests)
+``QUANTGRAPH_STRICT``     1: an exception raised inside a rewrite rule is a ``PassError`` (always on in tests);
+                          otherwise that rewrite is skipped with a logged warning and the model still compiles
 ``QUANTGRAPH_DUMP_DIR``   directory for per-pass graph dumps
 ``QUANTGRAPH_CACHE_DIR``  on-disk kernel cache (default: ~/.cache/quantgraph)
 ``QUANTGRAPH_ISA``        force a kernel ISA path (e.g. ``portable``, ``avx2``, ``avx512bw``, ``avx512vnni``)
@@ -21,10 +23,15 @@ from typing import Iterator
 class Config:
     debug: int = 0
     verify: bool = False
+    strict: bool = False
     dump_dir: str | None = None
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "quantgraph")
     isa: str | None = None
     threads: int | None = None
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "0") not in ("", "0", "false", "False")
 
 
 def _from_env() -> Config:
@@ -33,7 +40,8 @@ def _from_env() -> Config:
     threads = env.get("QUANTGRAPH_THREADS")
     return Config(
         debug=int(env.get("QUANTGRAPH_DEBUG", "0") or 0),
-        verify=env.get("QUANTGRAPH_VERIFY", "0") not in ("", "0", "false", "False"),
+        verify=_flag(env.get("QUANTGRAPH_VERIFY")),
+        strict=_flag(env.get("QUANTGRAPH_STRICT")),
         dump_dir=env.get("QUANTGRAPH_DUMP_DIR") or None,
         cache_dir=env.get("QUANTGRAPH_CACHE_DIR") or base.cache_dir,
         isa=env.get("QUANTGRAPH_ISA") or None,

@@ -107,7 +107,7 @@ class Pipeline:
                 if do_verify:
                     verify(graph)
             except QuantgraphError as exc:
-                raise PassError(f"pass '{name}' failed after [{', '.join(done)}]: {exc}", exc.node,
+                raise PassError(f"pass '{name}' failed after [{', '.join(done)}]: {exc.message}", exc.node,
                                 exc.op) from exc
             except Exception as exc:
                 raise PassError(f"pass '{name}' failed after [{', '.join(done)}]: {type(exc).__name__}: "

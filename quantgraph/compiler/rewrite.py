@@ -6,6 +6,11 @@ calls the rule. A rule returns a tensor (a matched one or one it emitted) that r
 :class:`Refusal`. The engine then creates the emitted constants and nodes (named ``<rule>/<Op>``), redirects the
 readers of the root, keeps graph output names stable, erases what became dead and counts the firing per rule.
 
+A rule that raises (or returns something that is not a tensor, or emits a node the IR rejects) has a bug: a rule
+must refuse what it cannot handle with ``m.fail(reason)``. With ``config.strict`` (``QUANTGRAPH_STRICT=1``, always
+on in tests) that is a :class:`PassError` naming the rule and the node; otherwise (users) that one rewrite is
+skipped with a logged warning naming the rule, the node and the exception, and the model still compiles.
+
 Passes report counts through :func:`record`; the pipeline collects them into its ``PassReport``.
 """
 from __future__ import annotations
@@ -98,21 +103,30 @@ def _splice(graph: Graph, rule: Rule, m: Match, result: str) -> None:
             return real[t]
         return t
 
-    for e in m.emits:
-        if isinstance(e, Emit):
-            try:
-                out = graph.add(e.op, [resolve(i) for i in e.inputs], name=f"{rule.name}/{e.op}",
-                                outputs=[graph.unique_name(f"{rule.name}/{e.op}")], **e.attrs)
-                real[e.out] = out[0] if isinstance(out, tuple) else out
-            except QuantgraphError as exc:
-                raise PassError(f"rule '{rule.name}' emitted an invalid {e.op} at '{m.root}': {exc}") from exc
-        else:
-            real[e.out] = graph.add_const(e.value, name=graph.unique_name(f"{rule.name}/{e.name}"))
-    new = resolve(result)
-    old_info, new_info = graph.tensors[m.root], graph.tensors[new]
-    if old_info.dtype != new_info.dtype or not shapes_compatible(old_info.shape, new_info.shape):
-        raise PassError(f"rule '{rule.name}' replaced '{m.root}' ({old_info.describe()}) with '{new}' "
-                        f"({new_info.describe()}); the type must not change")
+    try:
+        for e in m.emits:
+            if isinstance(e, Emit):
+                try:
+                    out = graph.add(e.op, [resolve(i) for i in e.inputs], name=f"{rule.name}/{e.op}",
+                                    outputs=[graph.unique_name(f"{rule.name}/{e.op}")], **e.attrs)
+                    real[e.out] = out[0] if isinstance(out, tuple) else out
+                except Exception as exc:  # the op's own checks rejected what the rule built
+                    why = str(exc) if isinstance(exc, QuantgraphError) else f"{type(exc).__name__}: {exc}"
+                    raise PassError(f"rule '{rule.name}' emitted an invalid {e.op} at '{m.root}': {why}") from exc
+            else:
+                real[e.out] = graph.add_const(e.value, name=graph.unique_name(f"{rule.name}/{e.name}"))
+        new = resolve(result)
+        old_info, new_info = graph.tensors[m.root], graph.tensors[new]
+        if old_info.dtype != new_info.dtype or not shapes_compatible(old_info.shape, new_info.shape):
+            raise PassError(f"rule '{rule.name}' replaced '{m.root}' ({old_info.describe()}) with '{new}' "
+                            f"({new_info.describe()}); the type must not change")
+    except PassError:
+        # NOTE: nothing reads the emitted nodes yet, so erasing them (readers first) restores the graph
+        for t in reversed(list(real.values())):
+            p = graph.producer(t)
+            if p is not None and p.name in graph:
+                graph.erase(p)
+        raise
     was_output = m.root in graph.outputs
     graph.replace_uses(m.root, new)
     pending = list(m.matched)
@@ -136,19 +150,33 @@ def _try(graph: Graph, rule: Rule, node: Node, stats: RewriteStats) -> bool:
     """Match ``rule`` at ``node``'s first output and apply it; True when it fired."""
     root = node.outputs[0]
     tracer = _Tracer()
-    for env in rule.matches(graph, root, tracer):
+    matches = rule.matches(graph, root, tracer)
+    while True:
+        try:  # NOTE: matching runs the rule's own `where` predicates, so it can raise too
+            env = next(matches, None)
+        except Exception as exc:
+            _rule_bug(stats, rule, node, f"rule '{rule.name}' raised {type(exc).__name__} while matching: {exc}", exc)
+            return False
+        if env is None:
+            break
         m = Match(graph, rule, root, env)
         leak = _interior_leak(graph, rule, m)
         if leak is not None:
             _refuse(stats, rule, node, leak, depth=len(env.matched))
             continue
-        result = rule.fn(m)
+        try:
+            result = rule.fn(m)
+        except Exception as exc:
+            _rule_bug(stats, rule, node, f"rule '{rule.name}' raised {type(exc).__name__}: {exc}", exc)
+            continue
         if result is None or isinstance(result, Refusal):
             reason = result.reason if isinstance(result, Refusal) else "the rule returned nothing"
             _refuse(stats, rule, node, reason, depth=10 ** 6)
             continue
         if not isinstance(result, str):
-            raise PassError(f"rule '{rule.name}' returned {type(result).__name__}; expected a tensor or m.fail()")
+            _rule_bug(stats, rule, node,
+                      f"rule '{rule.name}' returned {type(result).__name__}; expected a tensor or m.fail()")
+            continue
         if result == root:
             continue
         if root in graph.outputs and not result.startswith(PLACEHOLDER) and (
@@ -156,7 +184,11 @@ def _try(graph: Graph, rule: Rule, node: Node, stats: RewriteStats) -> bool:
             _refuse(stats, rule, node, f"'{root}' is a graph output and '{result}' cannot take its name",
                     depth=10 ** 6)
             continue
-        _splice(graph, rule, m, str(result))
+        try:
+            _splice(graph, rule, m, str(result))
+        except PassError as exc:
+            _rule_bug(stats, rule, node, exc.message, exc)
+            continue
         stats.counts[rule.name] = stats.counts.get(rule.name, 0) + 1
         return True
     if tracer.depth >= 0:
@@ -164,6 +196,15 @@ def _try(graph: Graph, rule: Rule, node: Node, stats: RewriteStats) -> bool:
         if near is None or tracer.depth > near.depth:
             stats.nearest[rule.name] = Miss(node.name, tracer.reason, tracer.depth)
     return False
+
+
+def _rule_bug(stats: RewriteStats, rule: Rule, node: Node, message: str, exc: BaseException | None = None) -> None:
+    """A rule misbehaved at ``node``: a PassError under ``config.strict``, else a warning and a skipped rewrite."""
+    if config.get().strict:
+        raise PassError(message, node.name, node.op) from exc
+    log.warning("node '%s' (%s): %s; this rewrite is skipped (a rule must refuse with m.fail(reason))",
+                node.name, node.op, message)
+    _refuse(stats, rule, node, message, depth=10 ** 6)
 
 
 def _refuse(stats: RewriteStats, rule: Rule, node: Node, reason: str, depth: int) -> None:

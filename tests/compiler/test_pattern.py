@@ -264,3 +264,60 @@ def test_ruleset_rejects_duplicate_names_and_selects_subsets() -> None:
     rs = RuleSet([relu_relu, add_zero])
     assert [r.name for r in rs.only("add_zero")] == ["add_zero"]
     assert set(rs.by_op) == {"Relu", "Add"}
+
+
+# -- a rule that raises: PassError under config.strict (tests), a skipped rewrite with a warning otherwise -----------
+@rule(Op("Relu", Var("x"), name="r"))
+def crashing(m: Match):
+    """Relu(x) ==> ... but it trips over its input's shape (the class of bug an unknown dim triggers)."""
+    return m.emit("Relu", [m["x"]]) if m["x"].shape[0] < 0 else None
+
+
+@rule(Op("Relu", Var("x"), where=lambda n: n.inputs[5] is None, name="r"))
+def crashing_predicate(m: Match):
+    return m["x"]
+
+
+@rule(Op("Relu", Var("x")))
+def invalid_emit(m: Match):
+    y = m.emit("Neg", [m["x"]])
+    return m.emit("Transpose", [y], perm=(0, 1, 2))  # perm longer than the rank: the IR rejects the node
+
+
+def _unknown_batch_relu_neg() -> Graph:
+    gb = GraphBuilder("t")
+    return gb.output(gb.op("Neg", gb.op("Relu", gb.input("x", (None, 3)), name="relu"))).build()
+
+
+_BUGS = [(crashing, "raised TypeError"), (crashing_predicate, "raised IndexError while matching"),
+         (invalid_emit, "emitted an invalid Transpose")]
+
+
+@pytest.mark.parametrize("bad, what", _BUGS, ids=[b.name for b, _ in _BUGS])
+def test_rule_that_raises_is_a_pass_error_naming_rule_and_node_in_strict_mode(bad, what: str) -> None:
+    assert config.get().strict  # tests/conftest.py turns it on for the whole suite
+    with pytest.raises(PassError, match=rf"node 'relu' \(Relu\): rule '{bad.name}' {what}") as info:
+        rewrite(RuleSet([bad]))(_unknown_batch_relu_neg())
+    assert info.value.node == "relu" and info.value.op == "Relu"
+    assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("bad, what", _BUGS, ids=[b.name for b, _ in _BUGS])
+def test_rule_that_raises_is_skipped_with_a_warning_outside_strict_mode(bad, what, caplog) -> None:
+    g = _unknown_batch_relu_neg()
+    before = g.copy()
+    with config.override(strict=False), caplog.at_level(logging.WARNING, logger="quantgraph.compiler.rewrite"):
+        _, after, p = apply(g, RuleSet([bad, add_zero]))
+    assert after.same_as(before)  # the rewrite was skipped, nothing half-done is left (apply() also verified)
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "node 'relu' (Relu)" in warned[0] and f"rule '{bad.name}' {what}" in warned[0]
+    assert any(what in r for r in p.reasons(bad.name))
+    assert_same_outputs(before, after)
+
+
+def test_rule_that_raises_does_not_stop_the_other_rewrites() -> None:
+    gb = GraphBuilder("t")
+    y = gb.op("Relu", gb.op("Add", gb.input("x", (None, 3)), gb.const(np.zeros(3, np.float32))), name="relu")
+    with config.override(strict=False):
+        _, after, p = apply(gb.output(y).build(), RuleSet([crashing, add_zero]))
+    assert ops(after) == ["Relu"] and p.counts == {"add_zero": 1}

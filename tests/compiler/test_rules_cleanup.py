@@ -143,3 +143,11 @@ def test_sum_to_add() -> None:
     before, after, p = _one("sum_to_add", gb, gb.op("Sum", x, y))
     assert ops(after) == ["Add"] and p.counts == {"sum_to_add": 1}
     assert_same_outputs(before, after)
+
+
+def test_eliminate_dropout_refuses_an_empty_training_mode() -> None:
+    gb, x = _x()
+    tm = gb.const(np.zeros(0, bool))  # odd constant: crashed reading its first value
+    _, after, p = _one("eliminate_dropout", gb, gb.op("Relu", gb.op("Dropout", x, "", tm, outputs=1)[0]))
+    assert "Dropout" in ops(after)
+    assert p.reasons("eliminate_dropout") == ["training_mode has 0 values; expected a scalar"]

@@ -6,6 +6,7 @@ import pytest
 
 from quantgraph.compiler.rules.gemm import RULES
 from quantgraph.ir.builder import GraphBuilder
+from quantgraph.ir.interpreter import run
 from tests.compiler.test_pattern import apply, assert_same_outputs, ops
 
 rng = np.random.default_rng(2)
@@ -108,3 +109,14 @@ def test_matmul_residual_refusals() -> None:
     assert "already has an epilogue" in run(activation="gelu")
     assert run(z_const=True) == "the other operand is a constant (a bias, not a residual)"
     assert "residual has shape (4,)" in run((4,))
+
+
+def test_matmul_add_bias_refuses_unknown_product_rank() -> None:
+    """With the product's rank unknown a (2, 3, 4) constant may grow it: fusing it as a bias would be wrong."""
+    gb = GraphBuilder("t")
+    y = gb.op("Add", _fmm(gb, gb.input("a", None)), gb.const(_f(2, 3, 4)))
+    before, after, p = apply(gb.output(y).build(), RULES.only("matmul_add_bias"))
+    assert "Add" in ops(after) and "the product's rank is unknown" in p.reasons("matmul_add_bias")[0]
+    feeds = {"a": _f(3, 5)}
+    np.testing.assert_allclose(run(after, feeds)[y], run(before, feeds)[y], rtol=1e-6)
+    assert run(after, feeds)[y].shape == (2, 3, 4)

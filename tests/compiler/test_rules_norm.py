@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from quantgraph.compiler.rules.norm import RULES
 from quantgraph.ir.builder import GraphBuilder
@@ -161,3 +162,18 @@ def test_layer_norm_refuses_vector_epsilon() -> None:
     _, after, p = apply(_layer_norm(eps_shape=(8,)), RULES.only("layer_norm"))
     assert "LayerNormalization" not in ops(after)
     assert any("epsilon has 8 values" in r for r in p.reasons("layer_norm"))
+
+
+@pytest.mark.parametrize("trailing", [None, "C"], ids=["unknown", "symbolic"])
+def test_layer_norm_refuses_a_dynamic_normalized_dim(trailing) -> None:
+    """LayerNorm written out over a trailing dim shape inference cannot pin down (PP-OCR recognizers): gamma/beta
+    cannot be expanded to it, so the rule refuses (it crashed in np.broadcast_to) and the primitive ops stay."""
+    _, after, p = apply(_layer_norm(shape=(2, 5, trailing), gamma_shape=(8,)), RULES.only("layer_norm"))
+    assert "LayerNormalization" not in ops(after)
+    shown = "?" if trailing is None else trailing
+    assert f"normalized dims ({shown},) are not all static" in p.reasons("layer_norm")
+
+
+def test_layer_norm_refuses_a_scalar_input() -> None:
+    _, after, p = apply(_layer_norm(shape=(), axes1=(0,), axes2=(0,), gamma_shape=(1,)), RULES.only("layer_norm"))
+    assert "LayerNormalization" not in ops(after) and set(p.reasons("layer_norm")) == {"input is a scalar"}

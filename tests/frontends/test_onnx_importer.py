@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import quantgraph
 from quantgraph.errors import ModelLoadError, UnsupportedOpError
@@ -129,3 +130,34 @@ def test_legacy_broadcast_with_axis() -> None:
     m = make_model(nodes, [vi("a", [2, 3, 4])], [vi("y", [2, 3, 4])], [b], opset=6)
     a = np.zeros((2, 3, 4), np.float32)
     np.testing.assert_array_equal(quantgraph.compile(m)(a)[0], a + np.array([10, 20, 30], np.float32)[:, None])
+
+
+def test_dims_declared_minus_one_or_without_value_import_as_symbols() -> None:
+    m = make_model([helper.make_node("Add", ["x", "z"], ["y"])],
+                   [vi("x", [-1, 3, None, "x_dim3"]), vi("z", [-1, 3, None, "x_dim3"])], [vi("y", [-1, 3, None, None])])
+    g = load_onnx(m)
+    x, z = g.tensors["x"].shape, g.tensors["z"].shape
+    assert x[1] == 3 and x[3] == "x_dim3" and all(isinstance(d, str) for d in x[:1] + x[2:] + z[:1] + z[2:])
+    # each dynamic dim without a name is its own symbol, distinct from every other and from the named ones
+    assert len({x[0], x[2], z[0], z[2], "x_dim3"}) == 5
+
+
+def _classifier() -> onnx.ModelProto:
+    """A text-direction classifier as PaddlePaddle exports it: input (-1, 3, ?, ?)."""
+    w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "w")
+    fc = numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, 2)).astype(np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "fc"], ["l"]), helper.make_node("Softmax", ["l"], ["y"], axis=1)]
+    return make_model(nodes, [vi("x", [-1, 3, None, None])], [vi("y", [-1, 2])], [w, fc])
+
+
+@pytest.mark.parametrize("opt_level", [0, 3])
+def test_model_with_minus_one_batch_runs_every_batch(opt_level: int) -> None:
+    model = _classifier()
+    compiled = quantgraph.compile(model, opt_level=opt_level)
+    ref = ReferenceEvaluator(model)
+    rng = np.random.default_rng(2)
+    for shape in ((1, 3, 8, 8), (3, 3, 8, 8), (3, 3, 5, 12)):  # before: "dim 0 must be -1" for every batch
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(compiled(x)[0], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from quantgraph.kernels import target
 from quantgraph.kernels.intrinsics.x86 import ISA_DOT, decls, dot_probe, tile_kernel
-from tests.kernels.conftest import requires
+from tests.kernels.conftest import host_has, requires
 
 X86_ISAS = [name for name in ISA_DOT]
 
@@ -39,7 +38,7 @@ def _probe_ref(kind, acc, a32, bvec):
 @pytest.mark.parametrize("isa", X86_ISAS)
 @pytest.mark.parametrize("kind", ["u8s8", "s16s16"])
 def test_dot_step_matches_numpy(isa, kind):
-    if not target.has(isa):
+    if not host_has(isa):
         pytest.skip(f"host cannot run {isa}")
     probe = dot_probe(isa, kind)
 

@@ -42,6 +42,8 @@ def eliminate_dropout(m: Match):
         tm = m.graph.tensors[n.inputs[2]].const
         if tm is None:
             return m.fail("training_mode is not a constant")
+        if np.asarray(tm).size != 1:
+            return m.fail(f"training_mode has {np.asarray(tm).size} values; expected a scalar")
         if bool(np.asarray(tm).reshape(-1)[0]):
             return m.fail("training_mode is true")
     return m["x"]

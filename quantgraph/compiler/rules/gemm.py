@@ -49,6 +49,8 @@ def matmul_add_bias(m: Match):
     if not plain(m.node("mm")):
         return m.fail("the product already has an epilogue (activation or residual)")
     out, c = m["mm"].shape, m["c"].value
+    if out is None:
+        return m.fail("the product's rank is unknown, so it cannot be told whether the constant grows it")
     grown = broadcast_shapes(out, c.shape)  # NOTE: Add's own inference guarantees the shapes broadcast
     if grown != out:
         return m.fail(f"constant {c.shape} would grow the product {out} to {grown}")

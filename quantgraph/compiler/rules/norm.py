@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Var, rule
+from quantgraph.ir.shapes import format_shape, is_static
 
 _FLOATS = ("float32", "float64", "float16")
 
@@ -102,6 +103,8 @@ def layer_norm(m: Match):
     rank = m["x"].rank
     if rank is None:
         return m.fail("input rank is unknown")
+    if rank == 0:
+        return m.fail("input is a scalar")
     axes = []
     for k in ("axes1", "axes2"):
         a = sorted(int(i) % rank for i in np.asarray(m[k].value).reshape(-1))
@@ -122,6 +125,10 @@ def layer_norm(m: Match):
     if eps.size != 1:
         return m.fail(f"epsilon has {eps.size} values; expected a scalar")
     norm_shape = tuple(m["x"].shape[a[0]:])
+    if not is_static(norm_shape):
+        # NOTE: gamma/beta are expanded to the normalized shape below; an unknown or symbolic dim there (a
+        # dynamic hidden size) cannot be expanded at compile time, so the primitive ops stay
+        return m.fail(f"normalized dims {format_shape(norm_shape)} are not all static")
     gamma = m["gamma"].value
     beta = m["beta"].value if "beta" in m else np.zeros((), gamma.dtype)
     if m["x"].dtype != "float32" or gamma.dtype != np.float32 or beta.dtype != np.float32:

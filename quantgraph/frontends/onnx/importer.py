@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from typing import Any, Union
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from quantgraph.errors import ModelLoadError, QuantgraphError, UnsupportedOpError
 from quantgraph.frontends.onnx.context import ConvertContext
 from quantgraph.frontends.onnx.dtypes import ir_dtype
 from quantgraph.frontends.onnx.registry import ONNX_CONVERTERS
+from quantgraph.frontends.onnx.tensor_data import load_external_data, tensor_array
 from quantgraph.ir.graph import Graph
 
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
@@ -30,12 +30,17 @@ def _load_converters() -> None:
 
 
 def read_model(model: ModelLike) -> onnx.ModelProto:
-    """Read a model from a path, bytes or ModelProto, with errors that name the file."""
+    """Read a model from a path (with its external data), bytes or ModelProto, with errors that name the file."""
+    return _read(model)[0]
+
+
+def _read(model: ModelLike) -> tuple[onnx.ModelProto, str | None, dict[str, str]]:
+    """(proto, the file it came from or None, per tensor with external data: where that data came from)."""
     if isinstance(model, onnx.ModelProto):
-        return model
+        return model, None, {}
     if isinstance(model, (bytes, bytearray)):
         try:
-            return onnx.load_model_from_string(bytes(model))
+            return onnx.load_model_from_string(bytes(model)), None, {}
         except Exception as exc:
             raise ModelLoadError(f"bytes are not an ONNX model: {type(exc).__name__}: {exc}") from exc
     path = os.fspath(model)
@@ -43,14 +48,14 @@ def read_model(model: ModelLike) -> onnx.ModelProto:
         raise ModelLoadError(f"model file '{path}' does not exist")
     if os.path.isdir(path):
         raise ModelLoadError(f"model path '{path}' is a directory; expected an .onnx file")
-    try:
-        proto = onnx.load(path)
+    try:  # NOTE: external data is read by tensor_data, whose errors name the tensor and the file
+        proto = onnx.load(path, load_external_data=False)
     except Exception as exc:
         raise ModelLoadError(f"'{path}' is not a readable ONNX model (truncated or not protobuf?): "
                              f"{type(exc).__name__}: {exc}") from exc
     if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0):
         raise ModelLoadError(f"'{path}' parsed but holds no graph; is it an ONNX model?")
-    return proto
+    return proto, path, load_external_data(proto, path)
 
 
 def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
@@ -69,29 +74,42 @@ def _attr_value(a: onnx.AttributeProto) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8")
     if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
+        return tensor_array(v, f"attribute '{a.name}'")
     if isinstance(v, list):
         if v and isinstance(v[0], bytes):
             return tuple(x.decode("utf-8") for x in v)
         if v and isinstance(v[0], onnx.TensorProto):
-            return tuple(numpy_helper.to_array(x) for x in v)
+            return tuple(tensor_array(x, f"attribute '{a.name}'") for x in v)
         return tuple(v)
     return v
 
 
-def _value_shape(vi: onnx.ValueInfoProto) -> tuple[Any, ...] | None:
+def _value_shape(vi: onnx.ValueInfoProto, taken: set[str]) -> tuple[Any, ...] | None:
+    """The declared shape; a dynamic dim without a name (no value, or -1) gets a fresh symbol not in ``taken``."""
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
         return None
     dims: list[Any] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
+    for axis, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(str(d.dim_param))
         else:
-            dims.append(None)
+            # NOTE: ONNX marks a dynamic dim by leaving it empty, and many exporters (PaddlePaddle, older
+            # converters) write dim_value -1. Either is one size per call: its own symbol, so a batch of any size
+            # is accepted and equal dims stay equal through shape inference (an unknown None would not).
+            sym = f"{vi.name}_dim{axis}"
+            while sym in taken:
+                sym += "_"
+            taken.add(sym)
+            dims.append(sym)
     return tuple(dims)
+
+
+def _dim_params(og: onnx.GraphProto) -> set[str]:
+    return {d.dim_param for vi in list(og.input) + list(og.output) + list(og.value_info)
+            for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}
 
 
 def _check_supported(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
@@ -112,18 +130,10 @@ def _check_supported(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
         raise UnsupportedOpError(f"onnx model has {len(problems)} unsupported node(s):\n  " + "\n  ".join(problems))
 
 
-def _input_tensor(arr_proto: onnx.TensorProto, what: str) -> np.ndarray:
-    ir_dtype(arr_proto.data_type, what)  # raises for unsupported element types
-    if arr_proto.data_location == onnx.TensorProto.EXTERNAL:
-        raise ModelLoadError(f"{what} keeps its data in an external file that was not loaded; load the model "
-                             f"from its path so onnx can find the data")
-    return numpy_helper.to_array(arr_proto)
-
-
 def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
     """Convert an ONNX model (path, bytes or ModelProto) to an ir.Graph."""
     _load_converters()
-    proto = read_model(model)
+    proto, path, sources = _read(model)
     opsets = _opsets(proto)
     if opsets[""] > MAX_OPSET:
         raise UnsupportedOpError(f"model uses opset {opsets['']} but the installed onnx knows only up to "
@@ -134,18 +144,21 @@ def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
     graph.reserved = {v for n in og.node for v in list(n.input) + list(n.output)} | {i.name for i in og.input} | {
         t.name for t in og.initializer}
     for t in og.initializer:
-        arr = _input_tensor(t, f"initializer '{t.name}'")
-        graph.add_const(arr, name=t.name, dtype=ir_dtype(t.data_type, f"initializer '{t.name}'"))
+        what = f"initializer '{t.name}'"
+        dtype = ir_dtype(t.data_type, what)  # raises for unsupported element types
+        source = sources.get(t.name) or (f"'{path}'" if path else None)
+        graph.add_const(tensor_array(t, what, source), name=t.name, dtype=dtype)
     for t in og.sparse_initializer:
         raise UnsupportedOpError(f"sparse initializer '{t.values.name}' is not supported")
+    taken = _dim_params(og)
     for vi in og.input:
         if vi.name in graph.tensors:  # IR < 4 lists initializers as inputs too; the initializer wins
             continue
         if not vi.type.HasField("tensor_type"):
             raise UnsupportedOpError(f"graph input '{vi.name}' is not a tensor (sequence/map/optional inputs are "
                                      f"not supported)")
-        graph.add_input(vi.name, _value_shape(vi), ir_dtype(vi.type.tensor_type.elem_type,
-                                                            f"graph input '{vi.name}'"))
+        dtype = ir_dtype(vi.type.tensor_type.elem_type, f"graph input '{vi.name}'")
+        graph.add_input(vi.name, _value_shape(vi, taken), dtype)
     for i, n in enumerate(og.node):
         _convert_node(graph, n, i, opsets)
     for vo in og.output:
@@ -166,6 +179,8 @@ def _convert_node(graph: Graph, n: onnx.NodeProto, index: int, opsets: dict[str,
         attrs = {a.name: _attr_value(a) for a in n.attribute}
     except NotImplementedError as exc:
         raise UnsupportedOpError(str(exc), node_name, n.op_type) from None
+    except ModelLoadError as exc:
+        raise ModelLoadError(exc.message, node_name, n.op_type) from exc
     allowed = conv.attr_names
     if allowed is not None:
         unexpected = sorted(set(attrs) - allowed)
