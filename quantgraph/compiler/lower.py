@@ -13,6 +13,7 @@ arrays (planned buffers or constants, None for an omitted optional input), ``scr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.spatial import window
 from quantgraph.ir.shapes import normalize_axis
-from quantgraph.kernels.fp32 import attention_f32, conv_f32, gemm_f32_avx512, norm_f32, pool_f32
+from quantgraph.kernels.fp32 import attention_f32, conv_f32, gemm_f32_packed, norm_f32, pool_f32
 from quantgraph.kernels.fp32.eltwise_f32 import ACT_CODES, ERF, epilogue, unary_2d
 
 Step = tuple[Callable[..., Any], tuple]
@@ -132,16 +133,16 @@ def _conv_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes, fused: bool 
     if geo is None:
         return None
     oh, ow = (outs[0][2], outs[0][3]) if lay == "NCHW" else (outs[0][1], outs[0][2])
-    return conv_f32.scratch_size(geo, lay, oh, ow, ins[0][0] if fused else 0)
+    return conv_f32.scratch_size(geo, lay, oh, ow, ins[0][0] if fused else 0, packed["gemm"][0].isa if fused else "")
 
 
-def _conv_avx512_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
+def _conv_packed_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
     """Group-1 convs that gather their im2col rows inside the GEMM tasks need no planned scratch."""
     return _conv_scratch(n, packed, ins, outs, fused=True)
 
 
 def _conv_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray | None) -> list[Step]:
-    """Conv/FusedConv steps; with ``packed["gemm"]`` (the AVX-512 prepack) the GEMM runs on packed weights."""
+    """Conv/FusedConv steps; with ``packed["gemm"]`` (the packed-GEMM prepack) the GEMM runs on packed weights."""
     lay = _layout(n)
     x = ins[0]
     bias = ins[2] if len(ins) > 2 else None
@@ -154,34 +155,36 @@ def _conv_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray
                                **extra)
 
 
-# NOTE: the packed AVX-512 GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
-AVX512_MIN_KN = 4096   # K * N of the (per-group) weight matrix
+# NOTE: the packed GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
+PACKED_MIN_KN = 4096   # K * N of the (per-group) weight matrix
 
 
-def _avx512_ok(k: int, n: int) -> str | None:
-    if not gemm_f32_avx512.available():
-        return "host lacks avx512f or a non-AVX-512 ISA is forced"
-    if k * n < AVX512_MIN_KN:
-        return f"weights K*N = {k * n} < {AVX512_MIN_KN}: numpy is as fast"
+def _packed_ok(isa: str, k: int, n: int) -> str | None:
+    """None when the packed GEMM of ``isa`` (gemm_f32_packed.FMA_ISAS) is the one for the ISA rung in force."""
+    why = gemm_f32_packed.refusal(isa)
+    if why:
+        return why
+    if k * n < PACKED_MIN_KN:
+        return f"weights K*N = {k * n} < {PACKED_MIN_KN}: numpy is as fast"
     return None
 
 
-def _conv_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _conv_packed_accepts(isa: str, n: Node, g: Graph) -> str | None:
     why = _conv_accepts(n, g)
     if why:
         return why
     if _layout(n) != "NHWC":
-        return "the packed AVX-512 conv is NHWC only"
+        return "the packed conv is NHWC only"
     w = _const(g, n.inputs[1])
     group = n.attrs["group"]
     if group > 1 and group == w.shape[0] and w.shape[1] == 1:
         return "depthwise convolutions have their own kernel"
-    return _avx512_ok(w.shape[1] * w.shape[2] * w.shape[3], w.shape[0] // group)
+    return _packed_ok(isa, w.shape[1] * w.shape[2] * w.shape[3], w.shape[0] // group)
 
 
-def _conv_avx512_prepack(n: Node, g: Graph) -> dict:
+def _conv_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
     packed = _conv_prepack(n, g)
-    packed["gemm"] = [gemm_f32_avx512.pack_b(wg) for wg in packed["w"]]
+    packed["gemm"] = [gemm_f32_packed.pack_b(wg, isa) for wg in packed["w"]]
     packed["w"] = packed["w"][:0]  # the numpy copy is not needed any more; keep dtype/rank for _conv_bind
     return packed
 
@@ -237,18 +240,18 @@ def _mm_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list
     return steps
 
 
-def _mm_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _mm_packed_accepts(isa: str, n: Node, g: Graph) -> str | None:
     why = _mm_accepts(n, g)
     if why:
         return why
     b = _const(g, n.inputs[1])
     if b is None or b.ndim != 2:
         return "B is not a 2-D constant (attention-style MatMul stays on numpy)"
-    return _avx512_ok(*b.shape)
+    return _packed_ok(isa, *b.shape)
 
 
-def _mm_avx512_prepack(n: Node, g: Graph) -> dict:
-    return {"gemm": gemm_f32_avx512.pack_b(_const(g, n.inputs[1]))}
+def _mm_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
+    return {"gemm": gemm_f32_packed.pack_b(_const(g, n.inputs[1]), isa)}
 
 
 def _rows_view(a: np.ndarray, cols: int) -> np.ndarray | None:
@@ -260,7 +263,7 @@ def _rows_view(a: np.ndarray, cols: int) -> np.ndarray | None:
     return v if v.size == 0 or np.shares_memory(v, a) else None
 
 
-def _gemm_avx512_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias: np.ndarray | None,
+def _gemm_packed_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias: np.ndarray | None,
                        z: np.ndarray | None, act: int, alpha: float, beta: float) -> list[Step] | None:
     """Steps for y = act(a @ B + bias + z) on the packed GEMM, fusing what fits; None when A/y cannot be viewed 2-D."""
     ncol = packed.n
@@ -271,25 +274,25 @@ def _gemm_avx512_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias:
     z2 = _rows_view(z, ncol) if z is not None and z.shape == y.shape else None
     if (bias is None or col_bias) and (z is None or z2 is not None):
         fb = None if bias is None else np.ascontiguousarray(bias.reshape(ncol), np.float32)
-        return [gemm_f32_avx512.bind(a2, packed, y2, fb, z2, act, alpha, beta, node=n.name, op=n.op)]
-    return [gemm_f32_avx512.bind(a2, packed, y2, node=n.name, op=n.op)] + \
+        return [gemm_f32_packed.bind(a2, packed, y2, fb, z2, act, alpha, beta, node=n.name, op=n.op)]
+    return [gemm_f32_packed.bind(a2, packed, y2, node=n.name, op=n.op)] + \
         _epilogue_steps(y, bias, z, act, alpha, beta)
 
 
-def _mm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+def _mm_packed_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
     bias = z = None
     act, alpha, beta = 0, 0.0, 0.0
     if n.op == "FusedMatMul":
         bias = ins[2] if len(ins) > 2 else None
         z = ins[3] if len(ins) > 3 else None
         act, alpha, beta = ACT_CODES[n.attrs["activation"]], float(n.attrs["alpha"]), float(n.attrs["beta"])
-    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], outs[0], bias, z, act, alpha, beta)
+    steps = _gemm_packed_steps(n, packed["gemm"], ins[0], outs[0], bias, z, act, alpha, beta)
     if steps is None:  # A is not viewable as rows (e.g. a broadcast view): unpacked numpy path
-        steps = _mm_bind(n, {"b": gemm_f32_avx512.unpack_b(packed["gemm"])}, ins, outs, scratch)
+        steps = _mm_bind(n, {"b": gemm_f32_packed.unpack_b(packed["gemm"])}, ins, outs, scratch)
     return steps
 
 
-def _gemm_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _gemm_packed_accepts(isa: str, n: Node, g: Graph) -> str | None:
     why = _gemm_accepts(n, g)
     if why:
         return why
@@ -298,24 +301,24 @@ def _gemm_avx512_accepts(n: Node, g: Graph) -> str | None:
     b = _const(g, n.inputs[1])
     if b is None:
         return "B is not a constant"
-    return _avx512_ok(*(b.shape[::-1] if n.attrs["transB"] else b.shape))
+    return _packed_ok(isa, *(b.shape[::-1] if n.attrs["transB"] else b.shape))
 
 
-def _gemm_avx512_prepack(n: Node, g: Graph) -> dict:
+def _gemm_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
     packed = _gemm_prepack(n, g)
-    packed["gemm"] = gemm_f32_avx512.pack_b(packed.pop("b"))
+    packed["gemm"] = gemm_f32_packed.pack_b(packed.pop("b"), isa)
     return packed
 
 
-def _gemm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+def _gemm_packed_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
     y = outs[0]
     c = packed["c"]
     if c is None and len(ins) > 2 and ins[2] is not None:  # runtime C
-        return [gemm_f32_avx512.bind(ins[0], packed["gemm"], y, node=n.name, op=n.op),
+        return [gemm_f32_packed.bind(ins[0], packed["gemm"], y, node=n.name, op=n.op),
                 _call(_add_scaled, y, ins[2], np.float32(n.attrs["beta"]))]
     if c is not None and c.ndim == 0:
         c = c.reshape(1)
-    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], y, c, None, 0, 0.0, 0.0)
+    steps = _gemm_packed_steps(n, packed["gemm"], ins[0], y, c, None, 0, 0.0, 0.0)
     assert steps is not None, "Gemm operands are 2-D planned buffers"
     return steps
 
@@ -551,15 +554,20 @@ _UFUNC = KernelDef("eltwise_f32_numpy", _ufunc_accepts, _ufunc_bind, inplace=Tru
 _POOL = KernelDef("pool_f32_numba", _pool_accepts, _pool_bind, scratch=_pool_scratch)
 _VIEW = KernelDef("view", _view_accepts, _no_steps, view=True)
 
-_CONV_AVX512 = KernelDef("conv_f32_avx512", _conv_avx512_accepts, _conv_bind, _conv_avx512_prepack,
-                         _conv_avx512_scratch, priority=20)
-_MM_AVX512 = KernelDef("matmul_f32_avx512", _mm_avx512_accepts, _mm_avx512_bind, _mm_avx512_prepack, priority=20)
+# the packed GEMM, one kernel per vector ISA (conv_f32_avx512, conv_f32_avx2, ...); only the one for the ISA rung
+# in force accepts
+_CONV_PACKED = [KernelDef(f"conv_f32_{isa}", partial(_conv_packed_accepts, isa), _conv_bind,
+                          partial(_conv_packed_prepack, isa), _conv_packed_scratch, priority=20)
+                for isa in gemm_f32_packed.FMA_ISAS]
+_MM_PACKED = [KernelDef(f"matmul_f32_{isa}", partial(_mm_packed_accepts, isa), _mm_packed_bind,
+                        partial(_mm_packed_prepack, isa), priority=20) for isa in gemm_f32_packed.FMA_ISAS]
+_GEMM_PACKED = [KernelDef(f"gemm_f32_{isa}", partial(_gemm_packed_accepts, isa), _gemm_packed_bind,
+                          partial(_gemm_packed_prepack, isa), priority=20) for isa in gemm_f32_packed.FMA_ISAS]
 
 KERNELS: dict[str, list[KernelDef]] = {
-    "Conv": [_CONV_AVX512, _CONV], "FusedConv": [_CONV_AVX512, _CONV],
-    "MatMul": [_MM_AVX512, _MM], "FusedMatMul": [_MM_AVX512, _MM],
-    "Gemm": [KernelDef("gemm_f32_avx512", _gemm_avx512_accepts, _gemm_avx512_bind, _gemm_avx512_prepack, priority=20),
-             KernelDef("gemm_f32_blas", _gemm_accepts, _gemm_bind, _gemm_prepack, priority=10)],
+    "Conv": [*_CONV_PACKED, _CONV], "FusedConv": [*_CONV_PACKED, _CONV],
+    "MatMul": [*_MM_PACKED, _MM], "FusedMatMul": [*_MM_PACKED, _MM],
+    "Gemm": [*_GEMM_PACKED, KernelDef("gemm_f32_blas", _gemm_accepts, _gemm_bind, _gemm_prepack, priority=10)],
     **{op: [_UNARY] for op in ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Erf")},
     "Clip": [KernelDef("clip_f32_numba", _clip_accepts, _clip_bind, inplace=True)],
     **{op: [_UFUNC] for op in _UFUNCS},
