@@ -209,9 +209,9 @@ def tile_kernel(isa: str, mr: int, nr: int):
 
 
 def fma_peak_loop(lanes: int, chains: int = 12):
-    """Intrinsic ``peak(n) -> float32``: n iterations of ``chains`` independent ``llvm.fma.v<lanes>f32`` (for
-    measuring the FMA peak: ``chains * lanes * 2`` flops per iteration); the accumulators' sum is returned so LLVM
-    cannot drop the loop."""
+    """Intrinsic ``peak(n) -> int64``: n iterations of ``chains`` independent ``llvm.fma.v<lanes>f32`` (for
+    measuring the FMA peak: ``chains * lanes * 2`` flops per iteration); the accumulators' sum is returned (as an
+    integer, like ``x86.vnni_peak_loop``) so LLVM cannot drop the loop."""
     from numba import types
     from numba.extending import intrinsic
 
@@ -219,7 +219,7 @@ def fma_peak_loop(lanes: int, chains: int = 12):
     def peak(typingctx, n):
         if not isinstance(n, types.Integer):
             return None
-        sig = types.float32(n)
+        sig = types.int64(n)
 
         def codegen(context, builder, signature, args):
             f32, i64 = ir.FloatType(), ir.IntType(64)
@@ -243,14 +243,15 @@ def fma_peak_loop(lanes: int, chains: int = 12):
             i.add_incoming(ir.Constant(i64, 0), pre)
             i.add_incoming(i1, loop)
             for k, (acc, nv) in enumerate(zip(accs, new)):
-                acc.add_incoming(ir.Constant(vty, [float(k)] * lanes), pre)
+                # NOTE: no chain may start at 1.0, the fixed point of acc * 0.999 + 0.001: LLVM folds it away
+                acc.add_incoming(ir.Constant(vty, [float(k + 2)] * lanes), pre)
                 acc.add_incoming(nv, loop)
             builder.cbranch(builder.icmp_signed("<", i1, count), loop, done)
             builder.position_at_end(done)
             total = new[0]
             for nv in new[1:]:
                 total = builder.fadd(total, nv)
-            return builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+            return builder.fptosi(builder.extract_element(total, ir.Constant(ir.IntType(32), 0)), i64)
 
         return sig, codegen
 

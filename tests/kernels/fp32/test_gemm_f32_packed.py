@@ -142,6 +142,24 @@ def test_every_isa_gives_the_same_bits(m, k, n) -> None:
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
+def test_each_isa_has_its_own_intrinsics_functions_and_cache_file() -> None:
+    """``llvm.fma.v16f32`` / ``v8f32`` and per-ISA function names in the IR; one generated driver file per ISA, so
+    the Numba caches of the ISAs never collide (compiling nothing: the modules are only imported)."""
+    from llvmlite import ir
+
+    from quantgraph.kernels.intrinsics.fma_f32 import build_tile_function
+
+    for isa, lanes, other in (("avx512", 16, 8), ("avx2", 8, 16)):
+        module = ir.Module()
+        fn = build_tile_function(module, isa, 6, 2 * lanes)
+        text = str(module)
+        assert fn.name == f"quantgraph.tile.f32.{isa}.6x{2 * lanes}.epi"
+        assert f"llvm.fma.v{lanes}f32" in text and f"v{other}f32" not in text
+    files = {isa: G.drivers(isa).__file__ for isa in G.FMA_ISAS}
+    assert len(set(files.values())) == len(files), files
+    assert all(f"ISA = {isa!r}" in open(path).read() for isa, path in files.items())
+
+
 def test_pack_roundtrip(fma) -> None:
     b = _r(9, 70)
     p = G.pack_b(b)
