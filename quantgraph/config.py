@@ -6,7 +6,8 @@
                           otherwise that rewrite is skipped with a logged warning and the model still compiles
 ``QUANTGRAPH_DUMP_DIR``   directory for per-pass graph dumps
 ``QUANTGRAPH_CACHE_DIR``  on-disk kernel cache (default: ~/.cache/quantgraph)
-``QUANTGRAPH_ISA``        force a kernel ISA path (e.g. ``portable``, ``avx2``, ``avx512bw``, ``avx512vnni``)
+``QUANTGRAPH_ISA``        force a kernel ISA rung (e.g. ``portable``, ``avx2``, ``avx512bw``, ``avx512vnni``) for the
+                          int8 kernels and the packed fp32 GEMM (see ``kernels/target.py``)
 ``QUANTGRAPH_THREADS``    number of kernel threads (default: all cores)
 
 Tests use :func:`override` rather than touching ``os.environ``.

@@ -67,6 +67,14 @@ def measure_peak(threads: int) -> float:
     return _loop_gops(vnni_peak_loop(lanes, chains), threads, 2_000_000, chains * lanes * 8)
 
 
+def measure_fma_peak(threads: int, lanes: int) -> float:
+    """fp32 GFLOP/s of a loop of independent ``llvm.fma.v<lanes>f32`` (8: ymm, 16: zmm) on ``threads`` threads."""
+    from quantgraph.kernels.intrinsics.fma_f32 import fma_peak_loop
+
+    chains = 12
+    return _loop_gops(fma_peak_loop(lanes, chains), threads, 5_000_000, chains * lanes * 2)
+
+
 def measure_amx_peak(threads: int) -> float:
     """int8 GOPS of a loop of independent ``tdpbusd`` on resident tiles on ``threads`` threads (0.0 without AMX)."""
     from quantgraph.kernels import target

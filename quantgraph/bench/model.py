@@ -2,8 +2,9 @@
 
 ResNet-50 (dynamic batch; batch 1 and 16) and a 4-layer BERT-style encoder (hidden 384, seq 128, batch 1), built by
 ``quantgraph.bench.models``, compiled at the default opt_level and run side by side with onnxruntime
-(CPUExecutionProvider, all graph optimizations, intra-op threads = our thread count). Reports median latency and
-the ratio ours / ort.
+(CPUExecutionProvider, all graph optimizations, intra-op threads = our thread count). Reports median latency, the
+ratio ours / ort, and our conv/matmul GFLOP/s as a share of the measured FMA peak of the vector width the packed fp32
+GEMM runs at on the ISA rung in force (``QUANTGRAPH_ISA=avx2`` measures the AVX2 kernel on an AVX-512 host).
 """
 from __future__ import annotations
 
@@ -54,6 +55,36 @@ def compile_fp32(model: Any, opt_level: int) -> tuple[Any, dict[str, float]]:
     return cm, {"compile_s": time.perf_counter() - t0}
 
 
+def gemm_gflop(cm: Any, feeds: dict[str, np.ndarray]) -> float:
+    """GFLOP (2 x multiply-adds) of the convolutions and matrix products of one call, from the compiled graph's
+    shapes for these inputs."""
+    from quantgraph.compiler.plan import resolve_shapes
+
+    g = resolve_shapes(cm.graph, {t: feeds[t].shape for t in cm.graph.inputs})
+    total = 0
+    for n in g.topo():
+        out = g.tensors[n.outputs[0]].shape
+        if n.op in ("Conv", "FusedConv"):
+            total += 2 * int(np.prod(out)) * int(np.prod(g.tensors[n.inputs[1]].shape[1:]))
+        elif n.op in ("MatMul", "FusedMatMul", "Gemm"):
+            a = g.tensors[n.inputs[0]].shape
+            total += 2 * int(np.prod(out)) * (a[0] if n.op == "Gemm" and n.attrs["transA"] else a[-1])
+    return total / 1e9
+
+
+def _fma_peak(threads: int) -> tuple[str, float]:
+    """(packed fp32 kernel in force, measured FMA peak in GFLOP/s of its vector width; 0.0 without one)."""
+    from quantgraph.bench.common import measure_fma_peak
+    from quantgraph.kernels.fp32 import gemm_f32_packed
+    from quantgraph.kernels.fp32.threads import configure_threads
+
+    isa = gemm_f32_packed.select()
+    if isa is None:
+        return "none (numpy/BLAS)", 0.0
+    configure_threads(threads)  # before the first parallel launch, which fixes numba's threading layer
+    return isa.kernel, measure_fma_peak(threads, isa.lanes)
+
+
 def main(argv: list[str]) -> int:
     args = _parse(argv)
     threads = args.threads or os.cpu_count() or 1
@@ -68,11 +99,14 @@ def main(argv: list[str]) -> int:
     if args.nchw:
         cases.append(("resnet50_nchw_O2", lambda: resnet50(batch="N"), rn_batches, 2))
     cases.append(("bert4_h384_s128", lambda: bert_encoder(layers=4, hidden=384, seq=128), [1], level))
-    if not args.json:
-        print(f"fp32 model latency, {threads} thread(s), median; load average {os.getloadavg()[0]:.2f}")
-        print(f"{'model':18s} {'batch':>5s} {'nodes':>6s} {'ours ms':>9s} {'ort ms':>9s} {'ours/ort':>8s}  compile")
     rc = 0
     with config.override(threads=threads):
+        kernel, peak = _fma_peak(threads)
+        if not args.json:
+            print(f"fp32 model latency, {threads} thread(s), median; load average {os.getloadavg()[0]:.2f}; "
+                  f"ISA rung {config.get().isa or 'host default'}, packed GEMM {kernel}, FMA peak {peak:.0f} GFLOP/s")
+            print(f"{'model':18s} {'batch':>5s} {'nodes':>6s} {'ours ms':>9s} {'ort ms':>9s} {'ours/ort':>8s} "
+                  f"{'GFLOP/s':>8s} {'%peak':>6s}  compile")
         for name, build, batches, level in cases:
             model = build()
             cm, ctimes = compile_fp32(model, level)
@@ -84,7 +118,10 @@ def main(argv: list[str]) -> int:
                 ours_out = cm(*ordered)
                 first_call = time.perf_counter() - t0
                 ours = _median_ms(lambda: cm(*ordered), budget)
+                gflops = gemm_gflop(cm, feeds) / (ours / 1e3)
                 row: dict[str, Any] = {"model": name, "batch": batch, "opt_level": level, "nodes": len(cm.graph),
+                                       "packed_kernel": kernel, "ours_gflops": round(gflops, 1),
+                                       "pct_fma_peak": round(100 * gflops / peak, 1) if peak else None,
                                        "nodes_before": sum((cm.optimized_from or {}).values()),
                                        "ours_ms": round(ours, 3), "threads": threads,
                                        "first_call_s": round(first_call, 3),
@@ -98,7 +135,8 @@ def main(argv: list[str]) -> int:
                     print(json.dumps(row), flush=True)
                 else:
                     ort_s = f"{row['ort_ms']:9.2f} {row['ratio']:8.2f}" if "ort_ms" in row else f"{'-':>9s} {'-':>8s}"
-                    print(f"{name:18s} {batch:5d} {row['nodes']:6d} {ours:9.2f} {ort_s}  "
+                    pct = f"{row['pct_fma_peak']:6.1f}" if peak else f"{'-':>6s}"
+                    print(f"{name:18s} {batch:5d} {row['nodes']:6d} {ours:9.2f} {ort_s} {gflops:8.1f} {pct}  "
                           f"{ctimes['compile_s']:.2f}s, first call {first_call:.2f}s", flush=True)
     return rc
 

@@ -1,9 +1,10 @@
-"""Host CPU features and the ISA ladder the int8 kernels dispatch on.
+"""Host CPU features and the ISA ladder the int8 kernels and the packed fp32 GEMM dispatch on.
 
 Features come from ``llvmlite.binding.get_host_cpu_features()`` (the same source LLVM uses when Numba compiles
 for the host), so a path is only chosen when the code LLVM emits for it can run here. ``QUANTGRAPH_ISA`` (read by
 ``quantgraph.config``; tests use ``config.override(isa=...)``) forces one rung of the ladder; forcing a rung the host
-cannot execute raises ``KernelError`` instead of dying on an illegal instruction.
+cannot execute raises ``KernelError`` instead of dying on an illegal instruction. The packed fp32 GEMM follows the
+rung's vector width (``kernels/fp32/gemm_f32_packed.py``: 16 lanes -> its AVX-512 kernel, 8 -> AVX2, 0 -> none).
 """
 from __future__ import annotations
 

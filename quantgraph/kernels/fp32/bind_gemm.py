@@ -1,11 +1,13 @@
 """Kernel records for Conv/FusedConv, MatMul/FusedMatMul and Gemm in float32: the packed AVX-512 GEMM
-(``gemm_f32_avx512``, with im2col inside its tasks for convolutions) and the numpy/OpenBLAS twins.
+(``gemm_f32_packed``, one kernel per vector ISA: ``*_f32_avx512`` on the AVX-512 rungs, ``*_f32_avx2`` on the AVX2
+rungs; convolutions gather im2col rows inside its tasks) and the numpy/OpenBLAS twins (the portable rung).
 
 Weights are packed once in ``prepack``; ``bind`` returns prebound steps on planned buffers. The epilogue (bias,
 residual, activation) is applied in the GEMM's registers where it can be, else by ``eltwise_f32.epilogue``.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,9 +16,10 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.spatial import window
 from quantgraph.kernels.checks import const_of, float32_only, layout_of, rank_of, step
-from quantgraph.kernels.fp32 import conv_f32, gemm_f32_avx512
+from quantgraph.kernels.fp32 import conv_f32, gemm_f32_packed
 from quantgraph.kernels.fp32.eltwise_f32 import ACT_CODES, epilogue
-from quantgraph.kernels.registry import AVX512_RUNGS, Kernel, Shapes, Step, register
+from quantgraph.kernels import target
+from quantgraph.kernels.registry import Kernel, Shapes, Step, register
 
 
 def _conv_accepts(n: Node, g: Graph) -> str | None:
@@ -55,10 +58,11 @@ def _conv_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes, fused: bool 
     if geo is None:
         return None
     oh, ow = (outs[0][2], outs[0][3]) if lay == "NCHW" else (outs[0][1], outs[0][2])
-    return 4 * conv_f32.scratch_size(geo, lay, oh, ow, ins[0][0] if fused else 0)  # float32 elements -> bytes
+    isa = packed["gemm"][0].isa if fused else ""
+    return 4 * conv_f32.scratch_size(geo, lay, oh, ow, ins[0][0] if fused else 0, isa)  # float32 elements -> bytes
 
 
-def _conv_avx512_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
+def _conv_packed_scratch(n: Node, packed: dict, ins: Shapes, outs: Shapes) -> int | None:
     """Group-1 convs that gather their im2col rows inside the GEMM tasks need no planned scratch."""
     return _conv_scratch(n, packed, ins, outs, fused=True)
 
@@ -77,32 +81,32 @@ def _conv_bind(n: Node, packed: dict, ins: list, outs: list, scratch: np.ndarray
                                act, float(n.attrs.get("alpha", 0.0)), float(n.attrs.get("beta", 0.0)), **extra)
 
 
-# NOTE: the packed AVX-512 GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
-AVX512_MIN_KN = 4096   # K * N of the (per-group) weight matrix
+# NOTE: the packed GEMM pays off once a GEMM has some work per row; tiny weights stay on numpy/OpenBLAS.
+PACKED_MIN_KN = 4096   # K * N of the (per-group) weight matrix
 
 
-def _avx512_ok(k: int, n: int) -> str | None:
-    if k * n < AVX512_MIN_KN:
-        return f"weights K*N = {k * n} < {AVX512_MIN_KN}: numpy is as fast"
+def _packed_ok(k: int, n: int) -> str | None:
+    if k * n < PACKED_MIN_KN:
+        return f"weights K*N = {k * n} < {PACKED_MIN_KN}: numpy is as fast"
     return None
 
 
-def _conv_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _conv_packed_accepts(n: Node, g: Graph) -> str | None:
     why = _conv_accepts(n, g)
     if why:
         return why
     if layout_of(n) != "NHWC":
-        return "the packed AVX-512 conv is NHWC only"
+        return "the packed conv is NHWC only"
     w = const_of(g, n.inputs[1])
     group = n.attrs["group"]
     if group > 1 and group == w.shape[0] and w.shape[1] == 1:
         return "depthwise convolutions have their own kernel"
-    return _avx512_ok(w.shape[1] * w.shape[2] * w.shape[3], w.shape[0] // group)
+    return _packed_ok(w.shape[1] * w.shape[2] * w.shape[3], w.shape[0] // group)
 
 
-def _conv_avx512_prepack(n: Node, g: Graph) -> dict:
+def _conv_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
     packed = _conv_prepack(n, g)
-    packed["gemm"] = [gemm_f32_avx512.pack_b(wg) for wg in packed["w"]]
+    packed["gemm"] = [gemm_f32_packed.pack_b(wg, isa) for wg in packed["w"]]
     packed["w"] = packed["w"][:0]  # the numpy copy is not needed any more; keep dtype/rank for _conv_bind
     return packed
 
@@ -158,18 +162,18 @@ def _mm_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list
     return steps
 
 
-def _mm_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _mm_packed_accepts(n: Node, g: Graph) -> str | None:
     why = _mm_accepts(n, g)
     if why:
         return why
     b = const_of(g, n.inputs[1])
     if b is None or b.ndim != 2:
         return "B is not a 2-D constant (attention-style MatMul stays on numpy)"
-    return _avx512_ok(*b.shape)
+    return _packed_ok(*b.shape)
 
 
-def _mm_avx512_prepack(n: Node, g: Graph) -> dict:
-    return {"gemm": gemm_f32_avx512.pack_b(const_of(g, n.inputs[1]))}
+def _mm_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
+    return {"gemm": gemm_f32_packed.pack_b(const_of(g, n.inputs[1]), isa)}
 
 
 def _rows_view(a: np.ndarray, cols: int) -> np.ndarray | None:
@@ -181,7 +185,7 @@ def _rows_view(a: np.ndarray, cols: int) -> np.ndarray | None:
     return v if v.size == 0 or np.shares_memory(v, a) else None
 
 
-def _gemm_avx512_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias: np.ndarray | None,
+def _gemm_packed_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias: np.ndarray | None,
                        z: np.ndarray | None, act: int, alpha: float, beta: float) -> list[Step] | None:
     """Steps for y = act(a @ B + bias + z) on the packed GEMM, fusing what fits; None when A/y cannot be viewed 2-D."""
     ncol = packed.n
@@ -192,25 +196,25 @@ def _gemm_avx512_steps(n: Node, packed: Any, a: np.ndarray, y: np.ndarray, bias:
     z2 = _rows_view(z, ncol) if z is not None and z.shape == y.shape else None
     if (bias is None or col_bias) and (z is None or z2 is not None):
         fb = None if bias is None else np.ascontiguousarray(bias.reshape(ncol), np.float32)
-        return [gemm_f32_avx512.bind(a2, packed, y2, fb, z2, act, alpha, beta, node=n.name, op=n.op)]
-    return [gemm_f32_avx512.bind(a2, packed, y2, node=n.name, op=n.op)] + \
+        return [gemm_f32_packed.bind(a2, packed, y2, fb, z2, act, alpha, beta, node=n.name, op=n.op)]
+    return [gemm_f32_packed.bind(a2, packed, y2, node=n.name, op=n.op)] + \
         _epilogue_steps(y, bias, z, act, alpha, beta)
 
 
-def _mm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+def _mm_packed_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
     bias = z = None
     act, alpha, beta = 0, 0.0, 0.0
     if n.op == "FusedMatMul":
         bias = ins[2] if len(ins) > 2 else None
         z = ins[3] if len(ins) > 3 else None
         act, alpha, beta = ACT_CODES[n.attrs["activation"]], float(n.attrs["alpha"]), float(n.attrs["beta"])
-    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], outs[0], bias, z, act, alpha, beta)
+    steps = _gemm_packed_steps(n, packed["gemm"], ins[0], outs[0], bias, z, act, alpha, beta)
     if steps is None:  # A is not viewable as rows (e.g. a broadcast view): unpacked numpy path
-        steps = _mm_bind(n, {"b": gemm_f32_avx512.unpack_b(packed["gemm"])}, ins, outs, scratch)
+        steps = _mm_bind(n, {"b": gemm_f32_packed.unpack_b(packed["gemm"])}, ins, outs, scratch)
     return steps
 
 
-def _gemm_avx512_accepts(n: Node, g: Graph) -> str | None:
+def _gemm_packed_accepts(n: Node, g: Graph) -> str | None:
     why = _gemm_accepts(n, g)
     if why:
         return why
@@ -219,24 +223,24 @@ def _gemm_avx512_accepts(n: Node, g: Graph) -> str | None:
     b = const_of(g, n.inputs[1])
     if b is None:
         return "B is not a constant"
-    return _avx512_ok(*(b.shape[::-1] if n.attrs["transB"] else b.shape))
+    return _packed_ok(*(b.shape[::-1] if n.attrs["transB"] else b.shape))
 
 
-def _gemm_avx512_prepack(n: Node, g: Graph) -> dict:
+def _gemm_packed_prepack(isa: str, n: Node, g: Graph) -> dict:
     packed = _gemm_prepack(n, g)
-    packed["gemm"] = gemm_f32_avx512.pack_b(packed.pop("b"))
+    packed["gemm"] = gemm_f32_packed.pack_b(packed.pop("b"), isa)
     return packed
 
 
-def _gemm_avx512_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
+def _gemm_packed_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
     y = outs[0]
     c = packed["c"]
     if c is None and len(ins) > 2 and ins[2] is not None:  # runtime C
-        return [gemm_f32_avx512.bind(ins[0], packed["gemm"], y, node=n.name, op=n.op),
+        return [gemm_f32_packed.bind(ins[0], packed["gemm"], y, node=n.name, op=n.op),
                 step(_add_scaled, y, ins[2], np.float32(n.attrs["beta"]))]
     if c is not None and c.ndim == 0:
         c = c.reshape(1)
-    steps = _gemm_avx512_steps(n, packed["gemm"], ins[0], y, c, None, 0, 0.0, 0.0)
+    steps = _gemm_packed_steps(n, packed["gemm"], ins[0], y, c, None, 0, 0.0, 0.0)
     assert steps is not None, "Gemm operands are 2-D planned buffers"
     return steps
 
@@ -281,15 +285,18 @@ def _add_scaled(y: np.ndarray, c: np.ndarray, beta: np.float32) -> None:
     y += c * beta
 
 
-_AVX512 = {"rungs": AVX512_RUNGS, "requires": ("avx512f",), "priority": 20}
-register(Kernel("conv_f32_avx512", ("Conv", "FusedConv"), _conv_avx512_accepts, _conv_bind,
-                prepack=_conv_avx512_prepack, scratch=_conv_avx512_scratch, **_AVX512))
+# the packed GEMM, one record per vector ISA (conv_f32_avx512, conv_f32_avx2, ...), each on the rungs of its width
+for _isa in gemm_f32_packed.FMA_ISAS.values():
+    _on = {"rungs": tuple(r.name for r in target.LADDER if r.lanes == _isa.lanes), "requires": _isa.requires,
+           "priority": 20}
+    register(Kernel(f"conv_f32_{_isa.name}", ("Conv", "FusedConv"), _conv_packed_accepts, _conv_bind,
+                    prepack=partial(_conv_packed_prepack, _isa.name), scratch=_conv_packed_scratch, **_on))
+    register(Kernel(f"matmul_f32_{_isa.name}", ("MatMul", "FusedMatMul"), _mm_packed_accepts, _mm_packed_bind,
+                    prepack=partial(_mm_packed_prepack, _isa.name), **_on))
+    register(Kernel(f"gemm_f32_{_isa.name}", ("Gemm",), _gemm_packed_accepts, _gemm_packed_bind,
+                    prepack=partial(_gemm_packed_prepack, _isa.name), **_on))
 register(Kernel("conv_f32_im2col", ("Conv", "FusedConv"), _conv_accepts, _conv_bind, prepack=_conv_prepack,
                 scratch=_conv_scratch, priority=10))
-register(Kernel("matmul_f32_avx512", ("MatMul", "FusedMatMul"), _mm_avx512_accepts, _mm_avx512_bind,
-                prepack=_mm_avx512_prepack, **_AVX512))
 register(Kernel("matmul_f32_blas", ("MatMul", "FusedMatMul"), _mm_accepts, _mm_bind, prepack=_mm_prepack,
                 priority=10))
-register(Kernel("gemm_f32_avx512", ("Gemm",), _gemm_avx512_accepts, _gemm_avx512_bind, prepack=_gemm_avx512_prepack,
-                **_AVX512))
 register(Kernel("gemm_f32_blas", ("Gemm",), _gemm_accepts, _gemm_bind, prepack=_gemm_prepack, priority=10))

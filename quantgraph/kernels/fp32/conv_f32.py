@@ -167,15 +167,16 @@ def pack_conv(w: np.ndarray, g: ConvGeom, layout: str) -> np.ndarray:
     return np.ascontiguousarray(wg.transpose(0, 3, 4, 2, 1).reshape(g.group, -1, mg))
 
 
-def scratch_size(g: ConvGeom, layout: str, oh: int, ow: int, packed_batch: int = 0) -> int:
+def scratch_size(g: ConvGeom, layout: str, oh: int, ow: int, packed_batch: int = 0, packed_isa: str = "") -> int:
     """float32 elements of the im2col buffer one image needs (0 when the conv needs none). ``packed_batch`` (> 0):
-    the batch of a packed AVX-512 conv, which needs none when it gathers im2col rows inside its GEMM tasks."""
+    the batch of a conv on the packed GEMM of ISA ``packed_isa``, which needs none when it gathers im2col rows
+    inside its GEMM tasks."""
     if g.depthwise or (g.pointwise and (layout == "NCHW" or g.group == 1)):
         return 0
     if packed_batch > 0 and g.group == 1 and layout == "NHWC":
-        from quantgraph.kernels.fp32.gemm_f32_avx512 import conv_fusable
+        from quantgraph.kernels.fp32.gemm_f32_packed import conv_fusable
 
-        if conv_fusable(packed_batch * oh * ow, g.m, g.c * g.kh * g.kw, g.c):
+        if conv_fusable(packed_batch * oh * ow, g.m, g.c * g.kh * g.kw, g.c, packed_isa):
             return 0
     k = (g.c // g.group) * g.kh * g.kw
     if layout == "NCHW":
@@ -188,8 +189,9 @@ def conv_steps(g: ConvGeom, layout: str, x: np.ndarray, wp: np.ndarray, bias: np
                beta: float, gemm_packed: list | None = None, node: tuple[str, str] | None = None) -> list:
     """Prebound ``(fn, args)`` steps computing y = act(conv(x, W) + bias + z) into ``y``.
 
-    With ``gemm_packed`` (one ``gemm_f32_avx512.PackedB`` per group, NHWC, not depthwise) every GEMM runs the
-    packed AVX-512 kernel with bias, residual and activation fused into it, writing group slices in place.
+    With ``gemm_packed`` (one ``gemm_f32_packed.PackedB`` per group, NHWC, not depthwise) every GEMM runs the
+    packed kernel (AVX-512 or AVX2) with bias, residual and activation fused into it, writing group slices in
+    place.
     """
     if gemm_packed is not None:
         return _conv_steps_packed(g, x, gemm_packed, bias, z, y, cols, act, alpha, beta, node)
@@ -250,10 +252,10 @@ def conv_steps(g: ConvGeom, layout: str, x: np.ndarray, wp: np.ndarray, bias: np
 def _conv_steps_packed(g: ConvGeom, x: np.ndarray, gp: list, bias: np.ndarray | None, z: np.ndarray | None,
                        y: np.ndarray, cols: np.ndarray | None, act: int, alpha: float, beta: float,
                        node: tuple[str, str] | None) -> list:
-    """NHWC conv on the packed AVX-512 GEMM (see ``conv_steps``): a 1x1 stride-1 conv is one GEMM reading the
+    """NHWC conv on the packed GEMM (see ``conv_steps``): a 1x1 stride-1 conv is one GEMM reading the
     activation in place; other group-1 convs gather their im2col rows inside the GEMM tasks (one parallel region,
-    ``gemm_f32_avx512.bind_conv``) when ``conv_fusable`` says so; the rest run im2col per image, then the GEMM."""
-    from quantgraph.kernels.fp32.gemm_f32_avx512 import bind, bind_conv, conv_fusable
+    ``gemm_f32_packed.bind_conv``) when ``conv_fusable`` says so; the rest run im2col per image, then the GEMM."""
+    from quantgraph.kernels.fp32.gemm_f32_packed import bind, bind_conv, conv_fusable
 
     name, op = node if node is not None else (None, None)
     n = x.shape[0]
@@ -267,7 +269,7 @@ def _conv_steps_packed(g: ConvGeom, x: np.ndarray, gp: list, bias: np.ndarray | 
         return [bind(x2, gp[0], y2, bias, z2, *ep, node=name, op=op)]
     geo = (g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
     k = cg * g.kh * g.kw
-    if g.group == 1 and (conv_fusable(n * oh * ow, g.m, k, cg) or cols is None or cols.size < oh * ow * k):
+    if g.group == 1 and (conv_fusable(n * oh * ow, g.m, k, cg, gp[0].isa) or cols is None or cols.size < oh * ow * k):
         # im2col fused into the GEMM tasks: one parallel region, no scratch matrix
         return [bind_conv(x, gp[0], y2, bias, z2, *ep, oh, ow, g.kh, g.kw, geo, node=name, op=op)]
     steps: list = []

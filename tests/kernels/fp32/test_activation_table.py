@@ -50,3 +50,5 @@ def test_table_is_consistent() -> None:
     assert ACTIVATION_OPS == {a.op for a in ACTIVATIONS.values() if a.op}
     assert INT8_ACTIVATIONS[0] == "none" and set(INT8_ACTIVATIONS) == {n for n, a in ACTIVATIONS.items() if a.int8}
     assert ref("Relu", X).dtype == np.float32
+    # the packed fp32 microkernel has register code (EPI_* flags, kernels/jit/f32_gemm.py) for exactly these rows
+    assert {n for n, a in ACTIVATIONS.items() if a.in_register} == {"none", "relu", "clip"}
