@@ -21,6 +21,7 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.spatial import window
 from quantgraph.ir.shapes import normalize_axis
+from quantgraph.kernels import bind_int8
 from quantgraph.kernels.fp32 import attention_f32, conv_f32, gemm_f32_avx512, norm_f32, pool_f32
 from quantgraph.kernels.fp32.eltwise_f32 import ACT_CODES, ERF, epilogue, unary_2d
 
@@ -575,6 +576,10 @@ KERNELS: dict[str, list[KernelDef]] = {
     "FusedAttention": [KernelDef("attention_f32_blas", attention_f32.accepts, attention_f32.bind,
                                  scratch=attention_f32.scratch, priority=10)],
 }
+
+
+for _op, _defs in bind_int8.KERNEL_DEFS.items():  # the int8 family; its binding code is in kernels/bind_int8.py
+    KERNELS.setdefault(_op, []).extend(KernelDef(**d) for d in _defs)
 
 
 def select(n: Node, g: Graph) -> tuple[KernelDef | None, str]:

@@ -139,7 +139,9 @@ def build(opt_level: int) -> Pipeline:
     """A fresh pipeline for ``opt_level`` (rewrite passes keep per-run stats, so each build has its own)."""
     if opt_level == 0:
         return Pipeline("O0", [])
-    passes: list[Pass] = _cleanup()
+    # NOTE: realization sees the imported QDQ graph: folding first would turn the weights' DequantizeLinear into
+    # float constants and lose their int8 values
+    passes: list[Pass] = [infer_shapes, rewrite(rules.REALIZE, name="realize_quantized"), *_cleanup()[1:]]
     if opt_level >= 2:
         passes += [rewrite(rules.norm.BN_FOLDING, name="fold_batch_norm"),
                    rewrite(rules.cleanup.CANONICAL + rules.norm.BN_AFFINE + rules.norm.NORMS + rules.activation.RULES,

@@ -1,9 +1,11 @@
 """convert_layout: run convolution chains channels-last (the kernels' preferred layout), converting only at the
 boundaries of each chain.
 
-Anchors are 2-D ``FusedConv`` and pooling ops (``MaxPool``/``AveragePool``/``Global*Pool`` become ``FusedPool`` so
-they carry a layout). Layout-agnostic ops (elementwise activations, binary ops of two same-shape tensors or a tensor
-and a scalar, channel ``Concat``) join a chain when one of their inputs is already channels-last. A chain reads an
+Anchors are 2-D ``FusedConv``/``QConv`` and pooling ops (``MaxPool``/``AveragePool``/``Global*Pool`` become
+``FusedPool`` so they carry a layout; int8 ``MaxPool`` too). Layout-agnostic ops (elementwise activations, binary
+ops of two same-shape tensors or a tensor and a scalar, ``QAdd`` of two same-shape tensors, per-tensor
+``QuantizeLinear``/``DequantizeLinear``, channel ``Concat``) join a chain when one of their inputs is already
+channels-last, so a chain of int8 ops stays NHWC and int8 from end to end. A chain reads an
 NCHW tensor through one ``Transpose(0, 2, 3, 1)`` per tensor; every NCHW reader outside the chain (Flatten, Reshape,
 Gemm, a graph output, ...) reads through one ``Transpose(0, 3, 1, 2)`` per tensor, except a ``Flatten(axis=1)`` of a
 1x1 spatial tensor (after a global pool), which reads the channels-last tensor directly: both orders are the same.
@@ -21,6 +23,10 @@ from quantgraph.ir.ops.registry import Fusion, get_op
 TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+#: layout-carrying ops (their ``layout`` attribute) and the input slots that hold activations (X, residual Z)
+CONVS = {"FusedConv": (0, 3), "QConv": (0, 9)}
+#: quantization ops that are elementwise when their parameters are per tensor
+QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 #: binary ops that are layout-agnostic when both operands have the same shape (or one is a scalar)
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"})
 
@@ -30,14 +36,15 @@ def _rank4(graph: Graph, t: str) -> bool:
 
 
 def _is_anchor(graph: Graph, n: Node) -> bool:
-    if n.op == "FusedConv":
+    if n.op in CONVS:
         return n.attrs["layout"] == "NCHW" and _rank4(graph, n.inputs[0])
     if n.op == "FusedPool":
         return n.attrs["layout"] == "NCHW" and _rank4(graph, n.inputs[0])
     if n.op in POOLS:
         real_outs = [t for t in n.outputs if t]
         return (len(real_outs) == 1 and _rank4(graph, n.inputs[0])
-                and n.attrs.get("storage_order", 0) == 0 and graph.tensors[n.inputs[0]].dtype == "float32")
+                and n.attrs.get("storage_order", 0) == 0
+                and graph.tensors[n.inputs[0]].dtype in ("float32", "uint8", "int8"))
     return False
 
 
@@ -71,6 +78,10 @@ def _agnostic_inputs(graph: Graph, n: Node) -> list[int] | None:
         if acts and all(graph.tensors[n.inputs[i]].shape == shape for i in acts):
             return acts
         return None
+    if n.op == "QAdd" and graph.tensors[n.inputs[0]].shape == graph.tensors[n.inputs[3]].shape:
+        return [0, 3]
+    if n.op in QDQ and _rank4(graph, n.inputs[0]) and all(_is_scalar_const(graph, t) for t in n.inputs[1:] if t):
+        return [0]
     if n.op == "Concat" and n.attrs["axis"] in (1, -3) and all(_rank4(graph, t) for t in n.inputs):
         return list(range(len(n.inputs)))
     return None
@@ -78,9 +89,7 @@ def _agnostic_inputs(graph: Graph, n: Node) -> list[int] | None:
 
 def _nhwc_attrs(n: Node) -> tuple[str, dict[str, Any]]:
     """The channels-last version of an anchor or agnostic node: (op, attrs)."""
-    if n.op == "FusedConv":
-        return n.op, {**n.attrs, "layout": "NHWC"}
-    if n.op == "FusedPool":
+    if n.op in CONVS or n.op == "FusedPool":
         return n.op, {**n.attrs, "layout": "NHWC"}
     if n.op in POOLS:
         return "FusedPool", {"kind": n.op, "layout": "NHWC", **{k: n.attrs[k] for k in _POOL_KEYS[n.op]}}
@@ -90,8 +99,8 @@ def _nhwc_attrs(n: Node) -> tuple[str, dict[str, Any]]:
 
 
 def _activation_slots(graph: Graph, n: Node) -> list[int]:
-    if n.op == "FusedConv":
-        return [0] + ([3] if len(n.inputs) > 3 and n.inputs[3] else [])
+    if n.op in CONVS:
+        return [i for i in CONVS[n.op] if len(n.inputs) > i and n.inputs[i]]
     if n.op in POOLS or n.op == "FusedPool":
         return [0]
     return _agnostic_inputs(graph, n) or []

@@ -1,8 +1,10 @@
 """The fused epilogue as LLVM IR, applied to a microkernel tile while its accumulators are still in registers.
 
 Semantics are exactly those of ``kernels/epilogue.py`` (and of the Numba epilogue in ``jit/int_gemm.py``, used for
-the N-tail tile): the same float32 operations in the same order, ``fcmp`` predicates matching Numba's lowering of
-``y > 0`` / ``y < lo``, ``llvm.rint`` for round-half-to-even and no fast-math flags, so the results are bit-identical.
+the N-tail tile): the same float32 (dequantize) or float64 (requantize) operations in the same order, ``fcmp``
+predicates matching Numba's lowering of ``y > 0`` / ``y < lo``, ``llvm.rint`` for round-half-to-even and no fast-math
+flags (so no FMA contraction), so the results are bit-identical. For u8/s8 outputs the per-channel factor and bias
+arrays hold the requantization multiplier and the bias in output units (float32), widened to float64 here.
 Only full-width tiles (all ``NR`` columns valid) come here, so every load and store is an in-bounds unaligned vector.
 """
 from __future__ import annotations
@@ -65,12 +67,16 @@ def emit(b: ir.IRBuilder, fe: FusedEpilogue, accs: list[list[ir.Value]], lanes: 
     rscale, rzp = _splat(b, args["rscale"], lanes), _splat(b, args["rzp"], lanes)
     lo, hi = _splat(b, args["lo"], lanes), _splat(b, args["hi"], lanes)
     oinv, ozp = _splat(b, args["oinv"], lanes), _splat(b, args["ozp"], lanes)
-    qmin, qmax = (-128.0, 127.0) if fe.out == "int8" else (0.0, 255.0)
-    qmin_v, qmax_v = ir.Constant(vf, [qmin] * lanes), ir.Constant(vf, [qmax] * lanes)
-    rint = None
-    if fe.out in ("uint8", "int8"):
-        name = f"llvm.rint.v{lanes}f32"
-        rint = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(vf, [vf]), name)
+    requant = fe.out in ("uint8", "int8")
+    if requant:  # float64 from here on: see kernels/epilogue.py
+        vd = ir.VectorType(ir.DoubleType(), lanes)
+        wide = lambda x: b.fpext(x, vd)  # noqa: E731
+        zero, rscale, lo, hi, oinv, ozp = (ir.Constant(vd, None), wide(rscale), wide(lo), wide(hi), wide(oinv),
+                                           wide(ozp))
+        qmin, qmax = (-128.0, 127.0) if fe.out == "int8" else (0.0, 255.0)
+        qmin_v, qmax_v = ir.Constant(vd, [qmin] * lanes), ir.Constant(vd, [qmax] * lanes)
+        name = f"llvm.rint.v{lanes}f64"
+        rint = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(vd, [vd]), name)
     for r, row in enumerate(accs):
         orow = b.mul(args["ldo"], c64(r))
         rrow = b.mul(args["ldr"], c64(r))
@@ -80,15 +86,22 @@ def emit(b: ir.IRBuilder, fe: FusedEpilogue, accs: list[list[ir.Value]], lanes: 
             if fe.out == "int32":
                 b.store(val, _vec_ptr(b, args["out"], ooff, vi), align=1)
                 continue
-            y = b.fmul(b.sitofp(val, vf), scale_v[v])
-            if fe.has_bias:
-                y = b.fadd(y, biasf_v[v])
+            if requant:
+                y = b.fmul(b.sitofp(val, vd), wide(scale_v[v]))
+                if fe.has_bias:
+                    y = b.fadd(y, wide(biasf_v[v]))
+            else:
+                y = b.fmul(b.sitofp(val, vf), scale_v[v])
+                if fe.has_bias:
+                    y = b.fadd(y, biasf_v[v])
+            fty = y.type
             if fe.residual in ("uint8", "int8"):
                 rv = b.load(_vec_ptr(b, args["res"], b.add(rrow, c64(v * lanes)), ir.VectorType(i8, lanes)), align=1)
                 rv = b.zext(rv, vi) if fe.residual == "uint8" else b.sext(rv, vi)
-                y = b.fadd(y, b.fmul(b.sitofp(b.sub(rv, rzp), vf), rscale))
+                y = b.fadd(y, b.fmul(b.sitofp(b.sub(rv, rzp), fty), rscale))
             elif fe.residual == "float32":
-                y = b.fadd(y, b.load(_vec_ptr(b, args["res"], b.add(rrow, c64(v * lanes * 4)), vf), align=1))
+                rf = b.load(_vec_ptr(b, args["res"], b.add(rrow, c64(v * lanes * 4)), vf), align=1)
+                y = b.fadd(y, b.fmul(wide(rf), oinv) if requant else rf)
             if fe.act == "relu":
                 y = b.select(b.fcmp_ordered(">", y, zero), y, zero)
             elif fe.act == "clip":
@@ -96,7 +109,7 @@ def emit(b: ir.IRBuilder, fe: FusedEpilogue, accs: list[list[ir.Value]], lanes: 
             if fe.out == "float32":
                 b.store(y, _vec_ptr(b, args["out"], ooff, vf), align=1)
                 continue
-            q = b.fadd(b.call(rint, [b.fmul(y, oinv)]), ozp)
+            q = b.call(rint, [b.fadd(y, ozp)])
             q = b.select(b.fcmp_ordered("<", q, qmin_v), qmin_v, b.select(b.fcmp_ordered(">", q, qmax_v), qmax_v, q))
             q8 = b.trunc(b.fptosi(q, vi), ir.VectorType(i8, lanes))
             b.store(q8, _vec_ptr(b, args["out"], ooff, ir.VectorType(i8, lanes)), align=1)
