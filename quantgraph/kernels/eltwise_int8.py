@@ -137,7 +137,7 @@ def quantize_step(x: np.ndarray, scale: object, zero_point: object, out: np.ndar
     shape3 = _axis_view(x, axis, s.size)
     qlo, qhi = _QRANGE[odt]
     fn = cache.primitive("int_pool", _PARAMS, "quantize", parallel=True)
-    return fn, (x.reshape(shape3), s, z, np.float32(qlo), np.float32(qhi), out.reshape(shape3))
+    return fn, (x.reshape(-1), s, z, np.float32(qlo), np.float32(qhi), out.reshape(-1), shape3[1], shape3[2])
 
 
 def dequantize_step(x: np.ndarray, scale: object, zero_point: object, out: np.ndarray, axis: int | None = None,
@@ -153,7 +153,7 @@ def dequantize_step(x: np.ndarray, scale: object, zero_point: object, out: np.nd
     s, z = _qparams(scale, zero_point, n, name, node, op)
     shape3 = _axis_view(x, axis, s.size)
     fn = cache.primitive("int_pool", _PARAMS, "dequantize", parallel=True)
-    return fn, (x.reshape(shape3), s, z, out.reshape(shape3))
+    return fn, (x.reshape(-1), s, z, out.reshape(-1), shape3[1], shape3[2])
 
 
 def quantize_linear(x: np.ndarray, scale: object, zero_point: object, *, out_dtype: str = "uint8",

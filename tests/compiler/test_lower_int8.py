@@ -163,3 +163,31 @@ def test_int8_chain_stays_nhwc_and_int8() -> None:
         if n.op == "Transpose":
             assert g.tensors[n.outputs[0]].dtype in ("uint8", "float32")
     np.testing.assert_array_equal(got, quantgraph.compile(model, opt_level=1)(feeds["x"])[0])
+
+
+def _conformance_cases() -> list:
+    from tests.conformance.cases import node_cases
+
+    return [c for c in node_cases() if c.name.startswith(("test_qlinearconv", "test_qlinearmatmul",
+                                                          "test_convinteger", "test_matmulinteger"))]
+
+
+@pytest.mark.parametrize("opt_level", [2, 3])
+def test_onnx_node_cases_run_on_the_int8_kernels(opt_level: int) -> None:
+    """The ONNX conformance QLinear*/ConvInteger/MatMulInteger cases (all inputs at run time: packed per call)
+    pass through QConv/QMatMul on the int8 kernels, not the references."""
+    from onnx import numpy_helper
+
+    cases = _conformance_cases()
+    assert len(cases) >= 10
+    for case in cases:
+        cm = quantgraph.compile(case.proto(), opt_level=opt_level)
+        for inputs, outputs in case.data():
+            feeds = [numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else np.asarray(x) for x in inputs]
+            got = cm(*feeds)[0]
+            want = outputs[0]
+            want = numpy_helper.to_array(want) if isinstance(want, onnx.TensorProto) else want
+            np.testing.assert_array_equal(got, want, err_msg=case.name)
+        kernels = {ln.node.op: ln.kernel.name if ln.kernel else "reference" for ln in cm._lowered}
+        assert "reference" not in kernels.values(), (case.name, kernels)
+        assert {kernels.get("QConv"), kernels.get("QMatMul")} & {"qconv_int8", "qmatmul_int8"}, (case.name, kernels)

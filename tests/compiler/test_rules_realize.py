@@ -253,7 +253,8 @@ def test_qdq_add_refusals() -> None:
     assert "no broadcasting" in _reason(add_graph(shape_b=(1, 4, 1, 1)), name=name)
     assert _reason(add_graph(b_scale_dtype="float16"), name=name) == \
         "B's scale is float16; the int8 add takes float32 scales"
-    assert _reason(add_graph(out_dtype="int16"), name=name) == "the output is quantized to int16; expected uint8 or int8"
+    assert _reason(add_graph(out_dtype="int16"), name=name) == \
+        "the output is quantized to int16; expected uint8 or int8"
 
 
 def move_graph(op="MaxPool", same=True, **attrs) -> Graph:

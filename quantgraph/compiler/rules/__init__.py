@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from quantgraph.compiler.rules import (activation, attention, cleanup, conv, epilogue, gemm, norm, realize_qdq,
-                                      realize_qlinear)
+                                       realize_qlinear)
 
 #: Identity/Dropout/no-op elimination and transpose/reshape cancellation (O1 cleanup)
 CLEANUP = cleanup.RULES

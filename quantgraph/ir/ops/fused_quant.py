@@ -4,8 +4,10 @@ Made by the realize rules (``compiler/rules/realize_*.py``) from imported QOpera
 ...) and QDQ-wrapped float ops, never by a frontend. Their inputs follow ``QLinearConv`` / ``QLinearMatMul`` (scales
 and zero points are tensors, so a graph whose parameters are run-time inputs still runs), with the epilogue after:
 
-    QConv(X, X_scale?, X_zero_point?, W, W_scale?, W_zero_point?, Y_scale?, Y_zero_point?, B?, Z?, Z_scale?, Z_zero_point?)
-    QMatMul(A, A_scale?, A_zero_point?, B, B_scale?, B_zero_point?, Y_scale?, Y_zero_point?, bias?, Z?, Z_scale?, Z_zero_point?)
+    QConv(X, X_scale?, X_zero_point?, W, W_scale?, W_zero_point?, Y_scale?, Y_zero_point?, B?,
+          Z?, Z_scale?, Z_zero_point?)
+    QMatMul(A, A_scale?, A_zero_point?, B, B_scale?, B_zero_point?, Y_scale?, Y_zero_point?, bias?,
+            Z?, Z_scale?, Z_zero_point?)
     QAdd(A, A_scale, A_zero_point, B, B_scale, B_zero_point, Y_scale, Y_zero_point)
 
 Integer semantics of QConv / QMatMul (``acc`` is exact, then wrapped to int32 like every kernel's sums):

@@ -72,53 +72,70 @@ def avg_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, include_pad, xzp, xscale
 
 
 BLOCK = 16384  # elements per parallel task of the flat elementwise kernels
+ZERO32 = np.float32(0.0)
+
+
+@njit(nogil=True, cache=True)
+def _add_block(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out, i0, i1):
+    # NOTE: unsigned indices: no negative-index wraparound code, so LLVM vectorizes the loop (8x faster)
+    for i in range(np.uint64(i0), np.uint64(i1)):
+        y = np.float32(np.int32(a[i]) - azp) * ascale + np.float32(np.int32(b[i]) - bzp) * bscale
+        if relu:
+            y = y if y > ZERO32 else ZERO32
+        out[i] = _requant(y, oscale, ozp, qlo, qhi)
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def add_requant(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out):
     """out = requant(float32(a - azp) * ascale + float32(b - bzp) * bscale, optionally relu'd); flat arrays."""
-    zero = np.float32(0.0)
     n = a.size
     for t in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(t * BLOCK, min(n, (t + 1) * BLOCK)):
-            y = np.float32(np.int32(a[i]) - azp) * ascale + np.float32(np.int32(b[i]) - bzp) * bscale
-            if relu:
-                y = y if y > zero else zero
-            out[i] = _requant(y, oscale, ozp, qlo, qhi)
+        i0 = t * BLOCK
+        i1 = min(n, i0 + BLOCK)
+        if relu:
+            _add_block(a, b, azp, ascale, bzp, bscale, True, oscale, ozp, qlo, qhi, out, i0, i1)
+        else:
+            _add_block(a, b, azp, ascale, bzp, bscale, False, oscale, ozp, qlo, qhi, out, i0, i1)
+
+
+@njit(nogil=True, cache=True)
+def _quantize_run(x, s, z, qlo, qhi, out, i0, i1):
+    for i in range(np.uint64(i0), np.uint64(i1)):
+        out[i] = _requant(x[i], s, z, qlo, qhi)
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def quantize(x, scale, zp, qlo, qhi, out):
-    """ONNX QuantizeLinear: out[o, c, i] = saturate(rint(x[o, c, i] / scale[c]) + zp[c]); float32 x (outer, C,
-    inner), one scale / zero point per C (C = 1: per tensor). Tasks: rows of (o, c), or blocks when C = 1."""
-    outer, cc, inner = x.shape
+def quantize(x, scale, zp, qlo, qhi, out, cc, inner):
+    """ONNX QuantizeLinear: out = saturate(rint(x / scale[c]) + zp[c]) on flat float32 ``x`` viewed as (outer, C,
+    inner), one scale / zero point per C (C = 1: per tensor). Tasks: blocks of one (o, c) row."""
     nb = (inner + BLOCK - 1) // BLOCK
-    for t in prange(outer * cc * nb):
+    rows = x.size // inner if inner else 0
+    for t in prange(rows * nb):
         r = t // nb
-        o = r // cc
-        c = r - o * cc
-        i0 = (t - r * nb) * BLOCK
-        s = scale[c]
-        z = np.float32(zp[c])
-        for i in range(i0, min(inner, i0 + BLOCK)):
-            out[o, c, i] = _requant(x[o, c, i], s, z, qlo, qhi)
+        c = r % cc
+        i0 = r * inner + (t - r * nb) * BLOCK
+        i1 = min(r * inner + inner, i0 + BLOCK)
+        _quantize_run(x, scale[c], np.float32(zp[c]), qlo, qhi, out, i0, i1)
+
+
+@njit(nogil=True, cache=True)
+def _dequantize_run(x, s, z, out, i0, i1):
+    for i in range(np.uint64(i0), np.uint64(i1)):
+        out[i] = np.float32(np.int32(x[i]) - z) * s
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def dequantize(x, scale, zp, out):
-    """ONNX DequantizeLinear: out[o, c, i] = float32(x[o, c, i] - zp[c]) * scale[c] (float32 product of exact
-    operands, i.e. the correctly rounded real value); layout as in ``quantize``."""
-    outer, cc, inner = x.shape
+def dequantize(x, scale, zp, out, cc, inner):
+    """ONNX DequantizeLinear: out = float32(x - zp[c]) * scale[c] (float32 product of exact operands, i.e. the
+    correctly rounded real value); flat arrays, layout as in ``quantize``."""
     nb = (inner + BLOCK - 1) // BLOCK
-    for t in prange(outer * cc * nb):
+    rows = x.size // inner if inner else 0
+    for t in prange(rows * nb):
         r = t // nb
-        o = r // cc
-        c = r - o * cc
-        i0 = (t - r * nb) * BLOCK
-        s = scale[c]
-        z = zp[c]
-        for i in range(i0, min(inner, i0 + BLOCK)):
-            out[o, c, i] = np.float32(np.int32(x[o, c, i]) - z) * s
+        c = r % cc
+        i0 = r * inner + (t - r * nb) * BLOCK
+        i1 = min(r * inner + inner, i0 + BLOCK)
+        _dequantize_run(x, scale[c], zp[c], out, i0, i1)
 
 
 @njit(nogil=True, cache=True)
