@@ -1,10 +1,12 @@
-"""``python -m quantgraph.bench model [--json] [--quick]``: fp32 end-to-end latency vs onnxruntime.
+"""``python -m quantgraph.bench model [--json] [--quick] [--qdq]``: end-to-end latency vs onnxruntime.
 
 ResNet-50 (dynamic batch; batch 1 and 16) and a 4-layer BERT-style encoder (hidden 384, seq 128, batch 1), built by
 ``quantgraph.bench.models``, compiled at the default opt_level and run side by side with onnxruntime
 (CPUExecutionProvider, all graph optimizations, intra-op threads = our thread count). Reports median latency, the
 ratio ours / ort, and our conv/matmul GFLOP/s as a share of the measured FMA peak of the vector width the packed fp32
 GEMM runs at on the ISA rung in force (``QUANTGRAPH_ISA=avx2`` measures the AVX2 kernel on an AVX-512 host).
+``--qdq`` runs the QDQ ResNet-50 instead (int8 kernels vs onnxruntime on the same file, and our fp32): see
+``bench/qdq.py``.
 """
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def _parse(argv: list[str]) -> Any:
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even when installed")
     p.add_argument("--nchw", action="store_true", help="also run ResNet-50 at opt_level 2 (NCHW, no layout pass)")
+    p.add_argument("--qdq", action="store_true",
+                   help="QDQ ResNet-50 (quantize_static) on the int8 kernels vs onnxruntime on the same file and fp32")
+    p.add_argument("--summary", action="store_true", help="with --qdq: print CompiledModel.summary() after profiling")
     return p.parse_args(argv)
 
 
@@ -88,6 +93,10 @@ def _fma_peak(threads: int) -> tuple[str, float]:
 def main(argv: list[str]) -> int:
     args = _parse(argv)
     threads = args.threads or os.cpu_count() or 1
+    if args.qdq:
+        from quantgraph.bench.qdq import run
+
+        return run(args, threads, _median_ms)
     from quantgraph import config
     from quantgraph.bench.models import bert_encoder, resnet50, sample_inputs
 

@@ -135,7 +135,10 @@ def build(opt_level: int) -> Pipeline:
     """
     if opt_level == 0:
         return Pipeline("O0", [])
-    passes: list[Pass] = [fold_constants, rewrite(rules.ELIMINATE, name="eliminate_identity"),
+    # NOTE: realization sees the imported QDQ graph first: folding would turn the weights' DequantizeLinear into
+    # float constants and lose their int8 values
+    passes: list[Pass] = [rewrite(rules.REALIZE, name="realize_quantized"), fold_constants,
+                          rewrite(rules.ELIMINATE, name="eliminate_identity"),
                           rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
     if opt_level >= 2:
         passes += [rewrite(rules.BN_FOLDING, name="fold_batch_norm"),

@@ -21,7 +21,7 @@ import numpy as np
 from quantgraph.errors import KernelError
 from quantgraph.kernels import cache, target
 from quantgraph.kernels.epilogue import Epilogue
-from quantgraph.kernels.gemm_int8 import MR, amx_tasks, check_out, launch_gemm, layout_for, prepare_a
+from quantgraph.kernels.gemm_int8 import MR, GemmCall, amx_tasks, check_out, gemm_launch_args, layout_for
 from quantgraph.kernels.packing import PackedWeights, pack_weights
 
 _DEFAULT_EPILOGUE = Epilogue()
@@ -139,6 +139,22 @@ def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOG
     Returns:
         NHWC output ``[N, OH, OW, M]``.
     """
+    out, steps = conv_steps(np.ascontiguousarray(x), w, epilogue, out=out, node=node, op=op, copy_residual=True)
+    for fn, args in steps:
+        fn(*args)
+    return out
+
+
+def conv_steps(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOGUE, *,
+               out: np.ndarray | None = None, node: str | None = None, op: str | None = "QConv",
+               copy_residual: bool = False) -> tuple[np.ndarray, list[tuple]]:
+    """Check everything and bind :func:`conv_u8s8` to these buffers: ``(out, [(fn, args), ...])``.
+
+    Running the steps computes the convolution of whatever ``x`` (and the epilogue's residual) hold at that time,
+    so a compiled model binds each layer once and then only runs the steps. ``x`` and the residual must be
+    C-contiguous (the steps read their memory; a copy made here would miss later writes) unless ``copy_residual``
+    (the steps run once, right away).
+    """
     isa = target.select_isa("conv_u8s8s32_<isa>")
     kernel = f"conv_u8s8s32_{isa}"
     if not isinstance(w, PackedConv):
@@ -158,11 +174,17 @@ def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOG
     oshape = (nb, oh, ow, w.cout)
     epilogue.validate(w.cout, oshape, kernel, node, op)
     out = check_out(out, oshape, epilogue.out_dtype, kernel, node, op)
-    x = np.ascontiguousarray(x)
+    if not x.flags.c_contiguous:
+        raise KernelError(f"kernel '{kernel}': X must be C-contiguous", node, op)
     m = nb * oh * ow
     out2d = out.reshape(m, w.cout)
-    res = None if epilogue.residual is None else np.ascontiguousarray(epilogue.residual).reshape(m, w.cout)
-    ep = epilogue.runtime_args(w.cout, w.bias_s32, res)
+    res = epilogue.residual
+    if res is not None and copy_residual:
+        res = np.ascontiguousarray(res)
+    if res is not None and not res.flags.c_contiguous:
+        raise KernelError(f"kernel '{kernel}': the residual must be C-contiguous", node, op)
+    res2d = None if res is None else res.reshape(m, w.cout)
+    ep = epilogue.runtime_args(w.cout, w.bias_s32, res2d)
     params = {"ISA": isa, "KIND": "u8s8", **epilogue.kind.codes()}
     s = w.spec
     (kh, kw), (sh, sw), (dh, dw) = s.kernel, s.strides, s.dilations
@@ -171,15 +193,19 @@ def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOG
     xorv = np.uint8(0x80 if w.x_dtype == "int8" else 0)
     if w.path == "depthwise":
         fn = cache.primitive("int_gemm", params, "conv_depthwise", parallel=True)
-        fn(xu, np.uint8(w.xpad), xorv, w.dw, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, ep, out2d)
-        return out
+        return out, [(fn, (xu, np.uint8(w.xpad), xorv, w.dw, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, ep, out2d))]
     layout = layout_for("u8s8", isa)
     if w.path == "gemm1x1":
         p = w.groups[0].as_layout(layout)
-        launch_gemm(isa, params, prepare_a(x.reshape(m, c), p), m, p, ep, out2d)
-        return out
+        a2 = x.reshape(m, c)
+        if p.a_shift or (p.layout != "amx" and p.kg * p.group != p.k):  # A needs a prepared copy per call
+            call = GemmCall("u8s8", "u8s8s32", a2, p, epilogue, out2d, node, op)
+            return out, [(call, (a2, out2d))]
+        fn, head, tail = gemm_launch_args(isa, params, c, m, p)
+        return out, [(fn, (a2.reshape(-1), *head, ep, out2d, *tail))]
     fn = cache.primitive("int_gemm", params, "conv_im2col", parallel=True)
     cg = w.cin // s.group
+    steps = []
     for gi, p in enumerate(w.groups):
         p = p.as_layout(layout)
         lo, hi = gi * p.n, (gi + 1) * p.n
@@ -188,6 +214,6 @@ def conv_u8s8(x: np.ndarray, w: PackedConv, epilogue: Epilogue = _DEFAULT_EPILOG
         kp = p.kg * p.group
         rows = 32 if layout == "amx" else MR
         pblk = amx_tasks(m, p.n_panels, kp // 64)[2] if layout == "amx" else 1
-        fn(xu.reshape(-1), nb, h, wd, c, np.uint8(w.xpad), xorv, gi * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh,
-           ow, p.data, p.kg, p.n, ep_g, out2d, lo, _conv_chunk(m, kp, rows), pblk)
-    return out
+        steps.append((fn, (xu.reshape(-1), nb, h, wd, c, np.uint8(w.xpad), xorv, gi * cg, cg, kh, kw, sh, sw, pt, pl,
+                           dh, dw, oh, ow, p.data, p.kg, p.n, ep_g, out2d, lo, _conv_chunk(m, kp, rows), pblk)))
+    return out, steps

@@ -3,9 +3,10 @@
 Max pooling keeps the input's quantization (it commutes with any monotonic affine map), so its output has the
 input's dtype, scale and zero point. Average pooling sums ``x - x_zp`` in int32 and requantizes with
 
-    q = saturate(rint(float32(sum) / float32(count) * x_scale * float32(1 / out_scale)) + out_zp)
+    q = saturate(rint(float32(sum) / float32(count) * x_scale / out_scale) + out_zp)
 
-(float32 throughout, the order written here; ``count`` includes padded taps only with ``count_include_pad``).
+(float32 throughout, the order written here, round half to even as ONNX ``QuantizeLinear``; ``count`` includes
+padded taps only with ``count_include_pad``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import numpy as np
 
 from quantgraph.errors import KernelError
 from quantgraph.kernels import cache
-from quantgraph.kernels.epilogue import out_inverse
 
 _QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
@@ -89,7 +89,7 @@ def avg_pool(x: np.ndarray, spec: PoolSpec, *, x_scale: float, x_zero_point: int
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.strides, spec.dilations
     f32 = np.float32
     fn(x, kh, kw, sh, sw, spec.pads[0], spec.pads[1], dh, dw, oh, ow, bool(spec.count_include_pad),
-       np.int32(x_zero_point), f32(x_scale), out_inverse(out_scale), f32(out_zero_point), f32(qlo), f32(qhi), out)
+       np.int32(x_zero_point), f32(x_scale), f32(out_scale), f32(out_zero_point), f32(qlo), f32(qhi), out)
     return out
 
 

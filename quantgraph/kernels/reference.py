@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantgraph.kernels.epilogue import Epilogue, apply_epilogue_reference, out_inverse
+from quantgraph.kernels.epilogue import Epilogue, apply_epilogue_reference
 
 
 def _wrap32(x: np.ndarray) -> np.ndarray:
@@ -55,10 +55,10 @@ def _qrange(dtype: np.dtype) -> tuple[int, int]:
 
 
 def requantize_reference(y: np.ndarray, out_scale: float, out_zero_point: int, dtype: np.dtype) -> np.ndarray:
-    """float32 y -> saturate(rint(y * float32(1 / out_scale)) + zp), the same float32 steps as the epilogue."""
+    """float32 y -> saturate(rint(y / out_scale) + zp): ONNX QuantizeLinear (float32 division, ties to even)."""
     f32 = np.float32
     lo, hi = _qrange(np.dtype(dtype))
-    q = np.rint(y.astype(f32) * out_inverse(out_scale)) + f32(out_zero_point)
+    q = np.rint(y.astype(f32) / f32(out_scale)) + f32(out_zero_point)
     q = np.where(q < f32(lo), f32(lo), np.where(q > f32(hi), f32(hi), q))
     return q.astype(dtype)
 

@@ -38,6 +38,7 @@ FAMILIES = (
     "quantgraph.kernels.fp32.bind_pool",
     "quantgraph.kernels.fp32.bind_data",
     "quantgraph.kernels.fp32.attention_f32",
+    "quantgraph.kernels.bind_int8",
 )
 
 

@@ -1,7 +1,8 @@
 """Rewrite rules, grouped into the rule sets the pipeline runs (each module's docstring lists its rewrites)."""
 from __future__ import annotations
 
-from quantgraph.compiler.rules import activation, attention, cleanup, conv, epilogue, gemm, norm
+from quantgraph.compiler.rules import (activation, attention, cleanup, conv, epilogue, gemm, norm, realize_qdq,
+                                       realize_qlinear)
 
 #: Identity/Dropout/no-op elimination
 ELIMINATE = cleanup.ELIMINATE
@@ -15,5 +16,8 @@ RECOGNIZE = cleanup.CANONICAL + norm.BN_AFFINE + norm.NORMS + activation.RULES
 ATTENTION = attention.RULES
 #: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues
 FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
+#: QOperator ops and QDQ-wrapped Conv/MatMul/Gemm/Add into the int8 ops QConv/QMatMul/QAdd (before folding, which
+#: would turn the weights' DequantizeLinear into float constants)
+REALIZE = realize_qlinear.RULES + realize_qdq.RULES
 
-__all__ = ["ELIMINATE", "CANCEL", "BN_FOLDING", "RECOGNIZE", "ATTENTION", "FUSIONS"]
+__all__ = ["ELIMINATE", "CANCEL", "BN_FOLDING", "RECOGNIZE", "ATTENTION", "FUSIONS", "REALIZE"]

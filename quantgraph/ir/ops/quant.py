@@ -14,7 +14,7 @@ import numpy as np
 
 from quantgraph.errors import QuantgraphError
 from quantgraph.ir.node import Node
-from quantgraph.ir.ops.registry import Fusion, get_op, op, ref
+from quantgraph.ir.ops.registry import Fusion, Layout, get_op, op, ref
 from quantgraph.ir.shapes import Shape, normalize_axis
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
@@ -92,7 +92,9 @@ def _centered(q: np.ndarray, zero_point: np.ndarray | None) -> np.ndarray:
 
 
 # -- QuantizeLinear / DequantizeLinear ---------------------------------------------------------------------------
+# NOTE: Q/DQ are layout-agnostic for the layout pass when their parameters are scalars (per tensor): see Layout
 quantize_linear = op("QuantizeLinear", inputs="X Y_scale Y_zero_point?", outputs="Y", fusion=Fusion.OPAQUE,
+                     layout=Layout.AGNOSTIC,
                      attrs={"axis": 1, "block_size": 0, "output_dtype": None, "precision": None},
                      doc="y = saturate(round_half_even(x / y_scale) + y_zero_point); output_dtype and precision "
                          "are IR dtype names (None: zero point's type or uint8; y_scale's type)")
@@ -132,6 +134,7 @@ def _(n: Node, x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> np.nd
 
 
 dequantize_linear = op("DequantizeLinear", inputs="X X_scale X_zero_point?", outputs="Y", fusion=Fusion.OPAQUE,
+                       layout=Layout.AGNOSTIC,
                        attrs={"axis": 1, "block_size": 0, "output_dtype": None},
                        doc="y = (x - x_zero_point) * x_scale; output_dtype is an IR dtype name (None: x_scale's)")
 

@@ -40,8 +40,9 @@ _S16 = amx_strip(ISA, KIND, 16, HAS_BIAS, RES != 0, ACT)
 USE_AMX = ISA == "amx" and KIND == "u8s8"
 KC = 16  # AMX K-steps (64 bytes) per chunk: 32 rows x 1 KiB of A stay in L1 while a block of panels streams
 ZERO = np.float32(0.0)
-QMIN = np.float32(-128.0) if OUT == 3 else np.float32(0.0)
-QMAX = np.float32(127.0) if OUT == 3 else np.float32(255.0)
+ZERO64 = np.float64(0.0)
+QMIN = np.float64(-128.0) if OUT == 3 else np.float64(0.0)
+QMAX = np.float64(127.0) if OUT == 3 else np.float64(255.0)
 
 
 @njit(nogil=True, cache=True)
@@ -61,7 +62,7 @@ def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
             v = np.int32(acc[r * nr + j] + bias32[c])
             if OUT == 0:
                 out[orow, oc] = v
-            else:
+            elif OUT == 1:
                 y = np.float32(v) * scale[c]
                 if HAS_BIAS:
                     y = y + biasf[c]
@@ -73,12 +74,23 @@ def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
                     y = y if y > ZERO else ZERO
                 elif ACT == 2:
                     y = lo if y < lo else (hi if y > hi else y)
-                if OUT == 1:
-                    out[orow, oc] = y
-                else:
-                    q = np.rint(y * oinv) + np.float32(ozp)
-                    q = QMIN if q < QMIN else (QMAX if q > QMAX else q)
-                    out[orow, oc] = q
+                out[orow, oc] = y
+            else:
+                # requantize in float64: scale/biasf hold the multiplier and the bias in output units
+                t = np.float64(v) * np.float64(scale[c])
+                if HAS_BIAS:
+                    t = t + np.float64(biasf[c])
+                if RES == 1:
+                    t = t + np.float64(np.int32(res[orow, oc]) - rzp) * np.float64(rscale)
+                elif RES == 2:
+                    t = t + np.float64(res[orow, oc]) * np.float64(oinv)
+                if ACT == 1:
+                    t = t if t > ZERO64 else ZERO64
+                elif ACT == 2:
+                    t = np.float64(lo) if t < np.float64(lo) else (np.float64(hi) if t > np.float64(hi) else t)
+                q = np.rint(t + np.float64(ozp))
+                q = QMIN if q < QMIN else (QMAX if q > QMAX else q)
+                out[orow, oc] = q
 
 
 @njit(nogil=True, cache=True)

@@ -1,0 +1,311 @@
+"""Realize QDQ-wrapped float ops as int8 ops: ``DequantizeLinear -> op (+ epilogue) -> QuantizeLinear`` in one.
+
+    Q(act?(Conv(DQ(x), DQ(w), DQ(b)|b?) [+ DQ(z)]))         ==>  QConv(x, .., w, .., B_int32?, Z?, activation=act)
+    Q(act?(MatMul(DQ(a), DQ(w)) [+ DQ(z)]))                 ==>  QMatMul(a, .., w, .., Z?, activation=act)
+    Q(act?(Gemm(DQ(a), DQ(w), DQ(c)|c?) [+ DQ(z)]))         ==>  QMatMul(a, .., w' = op(w), .., bias_int32?, Z?)
+    Q(Relu?(Add(DQ(a), DQ(b))))                             ==>  QAdd(a, .., b, .., activation=relu?)
+    Q(MaxPool|Flatten|Reshape|Transpose|Squeeze|Unsqueeze(DQ(x)))  ==>  the same op on x      (Q's parameters = DQ's)
+
+``act`` is Relu or Clip with constant bounds; ``DQ(z)`` a residual added before the activation. Activations and
+outputs are quantized per tensor, weights per tensor or per output channel (DQ axis 0 for Conv and transB Gemm,
+the last axis for MatMul), from int8/uint8 constants. A bias arrives as float or as ``DQ(int32)``; it becomes
+int32 in units of ``x_scale * w_scale`` (the int32 values themselves when the bias scale is that product, as
+``quantize_static`` writes it, else ``rint(bias / (x_scale * w_scale))``).
+
+Numerics. QAdd and the data-movement ops give the QDQ graph's integers exactly (``Q(DQ(v)) == v`` for equal
+parameters; max commutes with the monotonic DQ). QConv/QMatMul compute the exact integer accumulator and requantize
+once, as QLinearConv does; the QDQ graph instead rounds every float32 product and sum, so the two can differ by one
+level where the float result lies within float32 rounding of a rounding boundary (bounded: tests state it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Value, Var, rule
+from quantgraph.ir.ops.quant import CONV_ATTRS
+from quantgraph.ir.shapes import normalize_axis
+
+INT8 = ("uint8", "int8")
+_I32 = np.iinfo(np.int32)
+
+
+def _dq(name: str, x):  # noqa: ANN001, ANN202 - a pattern
+    return Op("DequantizeLinear", x, Var(f"{name}_s"), ..., name=name)
+
+
+def _in(m: Match, node: str, i: int) -> Value | None:
+    n = m.node(node)
+    t = n.inputs[i] if len(n.inputs) > i else ""
+    return Value(t, m.graph.tensors[t]) if t else None
+
+
+def _qdq_params(m: Match, node: str) -> tuple[Value, Value | None]:
+    """(scale, zero point or None) of a matched Q/DQ node."""
+    return _in(m, node, 1), _in(m, node, 2)
+
+
+def _per_tensor(m: Match, node: str, what: str) -> str | None:
+    """Why the Q/DQ node ``node`` is not usable as a per-tensor quantization of ``what``, or None."""
+    n = m.node(node)
+    scale, zp = _qdq_params(m, node)
+    if n.attrs["block_size"]:
+        return f"{what} is block-quantized (block_size {n.attrs['block_size']})"
+    if scale.value is None or (zp is not None and zp.value is None):
+        return f"{what}'s scale or zero point is not a constant"
+    if scale.value.size != 1 or (zp is not None and zp.value.size != 1):
+        return f"{what} is quantized per axis; the int8 kernels take per-tensor activations"
+    if n.op == "QuantizeLinear" and n.attrs["precision"] not in (None, "float32"):
+        return f"{what} is quantized in {n.attrs['precision']}; expected float32"
+    return None
+
+
+def _weights(m: Match, axis: int) -> str | None:
+    """Why DQ(w) is not usable as int8 weights quantized per tensor or along ``axis``, or None."""
+    n = m.node("dqw")
+    w, (scale, zp) = m["w"], _qdq_params(m, "dqw")
+    if w.dtype not in INT8:
+        return f"weights are {w.dtype}; expected int8 or uint8"
+    if n.attrs["block_size"]:
+        return f"weights are block-quantized (block_size {n.attrs['block_size']})"
+    if scale.value is None or (zp is not None and zp.value is None):
+        return "the weights' scale or zero point is not a constant"
+    if scale.value.size > 1:
+        if normalize_axis(n.attrs["axis"], w.rank) != normalize_axis(axis, w.rank):
+            return f"weights are quantized along axis {n.attrs['axis']}; expected the output-channel axis {axis}"
+        if scale.value.ndim != 1 or scale.value.size != w.shape[axis]:
+            return f"weights have {scale.value.size} scales for {w.shape[axis]} output channels"
+    if zp is not None and zp.value.size not in (1, scale.value.size):
+        return f"weights have {zp.value.size} zero points for {scale.value.size} scales"
+    return None
+
+
+def _int_bias(m: Match, acc_scale: np.ndarray, n_out: int) -> np.ndarray | str | None:
+    """The bias as int32 in units of ``acc_scale`` (x_scale * w_scale per channel), a refusal reason, or None."""
+    if "dqb" in m:
+        q, (scale, zp) = m["bq"], _qdq_params(m, "dqb")
+        if q.dtype != "int32" or scale.value is None or (zp is not None and zp.value is None):
+            return "the bias is not a DequantizeLinear of an int32 constant"
+        if m.node("dqb").attrs["block_size"]:
+            return "the bias is block-quantized"
+        zpv = np.zeros(1, np.int64) if zp is None else zp.value.astype(np.int64).reshape(-1)
+        sv = scale.value.reshape(-1)
+        if q.value.size not in (1, n_out) or sv.size not in (1, n_out) or zpv.size not in (1, n_out):
+            return f"the bias has {q.value.size} values, {sv.size} scales for {n_out} output channels"
+        unit = np.broadcast_to(acc_scale, (n_out,))
+        if not np.any(zpv) and sv.dtype == acc_scale.dtype and np.array_equal(np.broadcast_to(sv, (n_out,)), unit):
+            real, exact = None, q.value.astype(np.int64).reshape(-1)  # quantize_static's bias: the values as they are
+        else:
+            real, exact = (q.value.astype(np.float64).reshape(-1) - zpv) * sv.astype(np.float64), None
+    elif "b" in m:
+        if m["b"].value is None:
+            return "the bias is computed, not a constant"
+        if m["b"].dtype not in ("float32", "float16", "float64"):
+            return f"the bias is {m['b'].dtype}; expected a float or DequantizeLinear(int32)"
+        real, exact = m["b"].value.astype(np.float64).reshape(-1), None
+    else:
+        return None
+    if (real if exact is None else exact).size not in (1, n_out):
+        return f"the bias has {(real if exact is None else exact).size} values for {n_out} output channels"
+    if exact is None:
+        exact = np.rint(np.broadcast_to(real, (n_out,)) / acc_scale.astype(np.float64))
+    exact = np.broadcast_to(exact, (n_out,))
+    if exact.min() < _I32.min or exact.max() > _I32.max:
+        return "the bias does not fit int32 in units of x_scale * w_scale"
+    return exact.astype(np.int32)
+
+
+def _epilogue(m: Match, out_shape: tuple | None) -> dict | str:
+    """Activation attributes and the residual inputs (``z, z_scale, z_zp``) of the matched epilogue, or a refusal."""
+    attrs: dict = {"activation": "none", "alpha": 0.0, "beta": 0.0}
+    if "act" in m:
+        act = m.node("act")
+        if act.op == "Relu":
+            attrs["activation"] = "relu"
+        else:
+            bounds = []
+            for i, default in ((1, -np.inf), (2, np.inf)):
+                v = _in(m, "act", i)
+                if v is not None and (v.value is None or v.value.size != 1):
+                    return "Clip bounds are not constant scalars"
+                bounds.append(default if v is None else float(v.value.reshape(-1)[0]))
+            attrs.update(activation="clip", alpha=bounds[0], beta=bounds[1])
+    res: list = ["", "", ""]
+    if "dqz" in m:
+        why = _per_tensor(m, "dqz", "the residual")
+        if why:
+            return why
+        if m["z"].dtype not in INT8:
+            return f"the residual is {m['z'].dtype}; expected uint8 or int8"
+        if m["z"].shape != out_shape or out_shape is None or None in out_shape:
+            return f"the residual has shape {m['z'].shape}; expected the output shape {out_shape}"
+        scale, zp = _qdq_params(m, "dqz")
+        if scale.dtype != "float32":
+            return f"the residual's scale is {scale.dtype}; expected float32"
+        res = [m["z"], scale, zp or ""]
+    attrs["residual"] = res
+    return attrs
+
+
+def _output(m: Match) -> tuple[Value, Value | None, str] | str:
+    why = _per_tensor(m, "q", "the output")
+    if why:
+        return why
+    ys, yz = _qdq_params(m, "q")
+    dtype = m.graph.tensors[m.node("q").outputs[0]].dtype
+    if dtype not in INT8:
+        return f"the output is quantized to {dtype}; the int8 kernels write uint8 or int8"
+    return ys, yz, dtype
+
+
+def _activation_in(m: Match, what: str) -> str | None:
+    why = _per_tensor(m, "dqx", what)
+    if why:
+        return why
+    if m["x"].dtype not in INT8:
+        return f"{what} is {m['x'].dtype}; expected uint8 or int8"
+    return None
+
+
+def _acc_scale(m: Match) -> np.ndarray:
+    xs = m.graph.tensors[m.node("dqx").inputs[1]].const.reshape(())
+    return np.asarray(xs * m.graph.tensors[m.node("dqw").inputs[1]].const.reshape(-1)).reshape(-1)
+
+
+# -- Conv --------------------------------------------------------------------------------------------------------
+_x = _dq("dqx", Var("x"))
+_w = _dq("dqw", Const("w"))
+_conv = (Op("Conv", _x, _w, _dq("dqb", Const("bq")), name="conv") | Op("Conv", _x, _w, Var("b"), name="conv")
+         | Op("Conv", _x, _w, name="conv"))
+
+
+def _with_epilogue(core):  # noqa: ANN001, ANN202 - a pattern
+    body = core | Op("Add", core, _dq("dqz", Var("z")), commute=True, name="add")
+    mid = body | Op("Relu", body, name="act") | Op("Clip", body, ..., name="act")
+    return Op("QuantizeLinear", mid, Var("ys"), ..., name="q")
+
+
+_SHARED = ("dqx", "dqw", "dqb", "dqz")
+
+
+@rule(_with_epilogue(_conv), shared=_SHARED)
+def qdq_conv_to_qconv(m: Match):
+    """Q(act?(Conv(DQ(x), DQ(w), DQ(b)?) [+ DQ(z)])) ==> QConv(x, xs, xz, w, ws, wz, ys, yz, B?, z?, ...)."""
+    conv = m.node("conv")
+    if m["x"].rank != 4:
+        return m.fail(f"input has rank {m['x'].rank}; the int8 conv kernels are 2-D (rank 4)")
+    why = _activation_in(m, "the input") or _weights(m, 0)
+    if why:
+        return m.fail(why)
+    out = _output(m)
+    if isinstance(out, str):
+        return m.fail(out)
+    epi = _epilogue(m, m["conv"].shape)
+    if isinstance(epi, str):
+        return m.fail(epi)
+    bias = _int_bias(m, _acc_scale(m), m["w"].shape[0])
+    if isinstance(bias, str):
+        return m.fail(bias)
+    (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
+    ys, yz, dtype = out
+    res = epi.pop("residual")
+    ins = [m["x"], xs, xz, m["w"], ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
+    return m.emit("QConv", ins, out_dtype=dtype, **{k: conv.attrs[k] for k in CONV_ATTRS}, **epi)
+
+
+# -- MatMul / Gemm -----------------------------------------------------------------------------------------------
+_mm = (Op("MatMul", _x, _w, name="mm") | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm")
+       | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
+
+
+@rule(_with_epilogue(_mm), shared=_SHARED)
+def qdq_matmul_to_qmatmul(m: Match):
+    """Q(act?(MatMul|Gemm(DQ(a), DQ(w), DQ(c)?) [+ DQ(z)])) ==> QMatMul(a, as, az, w', ws, wz, ys, yz, bias?, z?)."""
+    mm = m.node("mm")
+    w = m["w"]
+    if w.rank != 2:
+        return m.fail(f"weights have rank {w.rank}; expected a 2-D constant")
+    if (m["x"].rank or 0) < 2:
+        return m.fail(f"A has rank {m['x'].rank}; the int8 GEMM takes 2-D or batched A")
+    trans = False
+    if mm.op == "Gemm":
+        if mm.attrs["transA"]:
+            return m.fail("Gemm with transA=1 (A would need a transpose)")
+        if mm.attrs["alpha"] != 1.0 or (mm.attrs["beta"] != 1.0 and len(mm.inputs) > 2):
+            return m.fail(f"Gemm with alpha={mm.attrs['alpha']}, beta={mm.attrs['beta']}; expected 1 and 1")
+        trans = bool(mm.attrs["transB"])
+    why = _activation_in(m, "A") or _weights(m, 0 if trans else 1)
+    if why:
+        return m.fail(why)
+    out = _output(m)
+    if isinstance(out, str):
+        return m.fail(out)
+    epi = _epilogue(m, m["mm"].shape)
+    if isinstance(epi, str):
+        return m.fail(epi)
+    n_out = w.shape[0 if trans else 1]
+    bias = _int_bias(m, _acc_scale(m), n_out)
+    if isinstance(bias, str):
+        return m.fail(bias)
+    (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
+    wk = m.const(np.ascontiguousarray(w.value.T), "w") if trans else w
+    ys, yz, dtype = out
+    res = epi.pop("residual")
+    ins = [m["x"], xs, xz, wk, ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
+    return m.emit("QMatMul", ins, out_dtype=dtype, **epi)
+
+
+# -- Add ---------------------------------------------------------------------------------------------------------
+_add = Op("Add", _dq("dqa", Var("a")), _dq("dqb", Var("b")), name="add")
+
+
+@rule(Op("QuantizeLinear", _add | Op("Relu", _add, name="act"), Var("ys"), ..., name="q"), shared=("dqa", "dqb"))
+def qdq_add_to_qadd(m: Match):
+    """Q(Relu?(Add(DQ(a), DQ(b)))) ==> QAdd(a, as, az, b, bs, bz, ys, yz, activation=relu?)."""
+    for node, what in (("dqa", "A"), ("dqb", "B"), ("q", "the output")):
+        why = _per_tensor(m, node, what)
+        if why:
+            return m.fail(why)
+        if _qdq_params(m, node)[0].dtype != "float32":
+            return m.fail(f"{what}'s scale is {_qdq_params(m, node)[0].dtype}; the int8 add takes float32 scales")
+    for v in (m["a"], m["b"]):
+        if v.dtype not in INT8:
+            return m.fail(f"'{v}' is {v.dtype}; expected uint8 or int8")
+    if m["a"].shape != m["b"].shape or m["a"].shape is None or None in m["a"].shape:
+        return m.fail(f"operands have shapes {m['a'].shape} and {m['b'].shape}; the int8 add takes equal static "
+                      "shapes (no broadcasting)")
+    dtype = m.graph.tensors[m.node("q").outputs[0]].dtype
+    if dtype not in INT8:
+        return m.fail(f"the output is quantized to {dtype}; expected uint8 or int8")
+    ins = []
+    for node, x, t in (("dqa", m["a"], m["a"].dtype), ("dqb", m["b"], m["b"].dtype), ("q", None, dtype)):
+        s, z = _qdq_params(m, node)
+        ins += ([x] if x is not None else []) + [s, z if z is not None else m.const(np.zeros((), t), "zero_point")]
+    return m.emit("QAdd", ins, activation="relu" if "act" in m else "none")
+
+
+# -- data movement on int8 ---------------------------------------------------------------------------------------
+MOVES = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
+
+@rule(Op("QuantizeLinear", Op(MOVES, _x, ..., name="mid"), Var("ys"), ..., name="q"), shared=("dqx",))
+def qdq_move_to_int8(m: Match):
+    """Q(op(DQ(x))) ==> op(x) for data movement and MaxPool, when Q's scale, zero point and type are DQ's."""
+    mid = m.node("mid")  # NOTE: the engine refuses it when any of its outputs (MaxPool's Indices) is read elsewhere
+    for node, what in (("dqx", "the input"), ("q", "the output")):
+        why = _per_tensor(m, node, what)
+        if why:
+            return m.fail(why)
+    (xs, xz), (ys, yz) = _qdq_params(m, "dqx"), _qdq_params(m, "q")
+    zero = np.zeros(1)
+    same = (xs.dtype == ys.dtype and np.array_equal(xs.value.reshape(-1), ys.value.reshape(-1))
+            and m["x"].dtype == m.graph.tensors[m.node("q").outputs[0]].dtype
+            and np.array_equal(zero if xz is None else xz.value.reshape(-1), zero if yz is None else
+                               yz.value.reshape(-1)))
+    if not same:
+        return m.fail("the output's scale, zero point or type differ from the input's (a requantization)")
+    if m["x"].dtype not in INT8:
+        return m.fail(f"the input is {m['x'].dtype}; expected uint8 or int8")
+    return m.emit(mid.op, [m["x"], *mid.inputs[1:]], **mid.attrs)
+
+
+RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8], "realize_qdq")
