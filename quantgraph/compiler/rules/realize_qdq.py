@@ -264,8 +264,8 @@ def qdq_conv_to_float_qconv(m: Match):
 
 # -- MatMul / Gemm -----------------------------------------------------------------------------------------------
 _matmul = Op("MatMul", _x, _w, name="mm")
-_mm = (Op("Add", _matmul, Const("b"), commute=True, name="badd") | _matmul | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm")
-       | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
+_mm = (Op("Add", _matmul, Const("b"), commute=True, name="badd") | _matmul
+       | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm") | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
 
 
 def _matmul_rule(m: Match, out: tuple[Value, Value | None, str] | None):
@@ -303,7 +303,7 @@ def _matmul_rule(m: Match, out: tuple[Value, Value | None, str] | None):
 
 @rule(_with_epilogue(_mm), shared=_SHARED)
 def qdq_matmul_to_qmatmul(m: Match):
-    """Q(act?(MatMul|Gemm(DQ(a), DQ(w), DQ(c)?) [+ b] [+ DQ(z)])) ==> QMatMul(a, as, az, w', ws, wz, ys, yz, bias?, z?)."""
+    """Q(act?(MatMul|Gemm(DQ(a), DQ(w), DQ(c)?) [+ b] [+ DQ(z)])) ==> QMatMul(a, .., w', .., ys, yz, bias?, z?)."""
     out = _output(m)
     return m.fail(out) if isinstance(out, str) else _matmul_rule(m, out)
 

@@ -7,7 +7,6 @@ import pytest
 
 import quantgraph
 from quantgraph import models
-from quantgraph.compiler.api import to_graph
 from quantgraph.compiler.pipeline import build_quantized
 from quantgraph.compiler.quantize import calibrate_graph
 from quantgraph.compiler.quantize.quantize import (QuantizeOptions, activation_params, insert_qdq,
