@@ -265,7 +265,8 @@ def qdq_conv_to_float_qconv(m: Match):
 # -- MatMul / Gemm -----------------------------------------------------------------------------------------------
 _matmul = Op("MatMul", _x, _w, name="mm")
 _mm = (Op("Add", _matmul, Const("b"), commute=True, name="badd") | _matmul
-       | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm") | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
+       | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm") | Op("Gemm", _x, _w, Var("b"), name="mm")
+       | Op("Gemm", _x, _w, name="mm"))
 
 
 def _matmul_rule(m: Match, out: tuple[Value, Value | None, str] | None):
