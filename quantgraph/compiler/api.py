@@ -1,11 +1,14 @@
 """quantgraph.compile(): model in, CompiledModel out.
 
-    import -> optimize (passes, O0..O3) -> [quantize: next] -> lower (a kernel per node, weights packed) -> plan
+    import -> optimize (passes, O0..O3) -> lower (a kernel per node, weights packed) -> plan
+    import -> optimize (first half) -> plan quantization -> calibrate -> insert QDQ -> optimize (realize int8, fuse,
+              layout) -> lower                                                          (quantize="int8")
 
 Plans (buffers bound for one input-shape signature) are built on the first call with new shapes.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Mapping, Sequence, Union
@@ -16,11 +19,20 @@ from quantgraph import config
 from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
-from quantgraph.compiler.pipeline import optimize
+from quantgraph.compiler.pipeline import build_quantized, optimize
+from quantgraph.compiler.quantize.calibrate import calibrate_graph
+from quantgraph.compiler.quantize.quantize import QuantizeOptions, QuantPlan, insert_qdq, plan_quantization
+from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.errors import InputError
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.shapes import normalize_shape
 from quantgraph.ir.verify import verify
+
+log = logging.getLogger(__name__)
+
+#: ops that mark a graph as quantized already (an imported QDQ or QOperator model)
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                           "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear"})
 
 #: NHWC (the layout pass of O3) is faster than NCHW for our conv kernels: see kernels/fp32/threads.py, README
 DEFAULT_OPT_LEVEL = 3
@@ -37,21 +49,45 @@ def to_graph(model: ModelLike) -> Graph:
     return import_onnx(model)
 
 
+QUANTIZE = (None, "int8")
+
+
 def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
-            input_shapes: Mapping[str, Sequence[Any]] | None = None, **options: Any) -> CompiledModel:
-    """Compile a model for this CPU.
+            input_shapes: Mapping[str, Sequence[Any]] | None = None, *, quantize: str | None = None,
+            calibration: Any = None, calib_mode: str = "minmax", percentile: float = 99.99,
+            activation_dtype: str = "auto", per_channel: bool = True, exclude: Sequence[str] = (),
+            progress: bool = False, **options: Any) -> CompiledModel:
+    """Compile a model for this CPU, in fp32 or quantized to int8.
 
     Args:
-        model: an ``ir.Graph``, an ONNX file path, serialized bytes or an ``onnx.ModelProto``.
+        model: an ``ir.Graph``, an ONNX file path, serialized bytes or an ``onnx.ModelProto``. A QDQ or QOperator
+            model (quantized elsewhere) runs on the int8 kernels with its own scales, with or without ``quantize``.
         opt_level: 0 runs the reference interpreter on the imported graph (the oracle); 1 adds cleanup passes
             (constant folding, identity/dead-code elimination) and compiled kernels; 2 adds BatchNorm folding,
             LayerNorm/GELU recognition and Conv/MatMul epilogue fusion; 3 adds the NHWC layout pass.
         input_shapes: override declared input shapes, e.g. ``{"x": ("N", 3, 224, 224)}`` for a dynamic batch.
+        quantize: None (fp32) or "int8": quantize after calibrating on ``calibration`` (see
+            ``compiler/quantize/quantize.py`` for what runs int8).
+        calibration: an iterable of batches (feed dicts, lists of arrays in input order, or arrays for one-input
+            models), or the ``CalibrationStats`` of ``quantgraph.calibrate(model, ...)`` at the same opt_level.
+        calib_mode: "minmax", "percentile" or "entropy" (KL divergence threshold search).
+        percentile: for "percentile": percent of values kept inside the range on each side.
+        activation_dtype: "auto" or "uint8" (u8, asymmetric) or "int8" (s8, asymmetric).
+        per_channel: weights quantized per output channel (else one scale per tensor).
+        exclude: node names, op types or regexes (matched against node names) to keep in fp32.
+        progress: show a progress bar over the calibration batches.
     """
     if options:
         raise TypeError(f"compile() got unknown option(s) {sorted(options)}")
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0..3, got {opt_level}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be None (fp32) or 'int8'; got {quantize!r}")
+    if quantize is not None and opt_level == 0:
+        raise ValueError("quantize='int8' needs opt_level 1..3 (opt_level 0 runs the imported graph as it is)")
+    if quantize is None and calibration is not None:
+        raise ValueError("calibration= was given without quantize='int8'")
+    qopts = QuantizeOptions(calib_mode, percentile, activation_dtype, per_channel, tuple(exclude))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = to_graph(model)
@@ -63,8 +99,12 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
     before = graph.op_counts()
 
     t0 = time.perf_counter()
-    graph, reports = optimize(graph, opt_level)
-    seconds["optimize"] = time.perf_counter() - t0
+    quantization = None
+    if quantize is None:
+        graph, reports = optimize(graph, opt_level)
+    else:
+        graph, reports, quantization = _quantize(graph, opt_level, calibration, qopts, progress, seconds)
+    seconds["optimize"] = time.perf_counter() - t0 - seconds.get("calibrate", 0.0)
 
     lowered = None
     if opt_level > 0:
@@ -72,7 +112,45 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         lowered = lower(graph)
         seconds["lower"] = time.perf_counter() - t0
     return CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
-                         compile_seconds=seconds)
+                         compile_seconds=seconds, quantization=quantization)
+
+
+def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOptions, progress: bool,
+              seconds: dict[str, float]) -> tuple[Graph, list, QuantPlan | None]:
+    """The two halves of the pipeline around plan -> calibrate -> insert_qdq."""
+    first, second = build_quantized(opt_level)
+    graph, reports = first.run(graph)
+    if is_quantized(graph):  # quantized elsewhere: its own scales rule
+        if calibration is not None:
+            log.warning("model '%s' is already quantized (QDQ/QOperator); calibration= is ignored", graph.name)
+        graph, more = second.run(graph)
+        return graph, reports + more, None
+    if calibration is None:
+        raise InputError("quantize='int8' needs calibration=: an iterable of sample batches (feed dicts or arrays) "
+                         "or the CalibrationStats of quantgraph.calibrate()")
+    plan = plan_quantization(graph, opts)
+    t0 = time.perf_counter()
+    if isinstance(calibration, CalibrationStats):
+        missing = [t for t in plan.observe if t not in calibration]
+        if missing:
+            raise InputError(f"calibration stats of graph '{calibration.graph}' lack {len(missing)} tensor(s) the "
+                             f"quantizer needs, e.g. '{missing[0]}'; calibrate the same model at the same "
+                             "opt_level (quantgraph.calibrate(model, data, opt_level=...))")
+        stats = calibration.with_mode(opts.calib_mode, opts.percentile)
+    else:
+        stats = calibrate_graph(graph, calibration, tensors=plan.observe, mode=opts.calib_mode,
+                                percentile=opts.percentile, engine="plan", progress=progress)
+    seconds["calibrate"] = time.perf_counter() - t0
+    insert_qdq(graph, plan, stats)
+    if config.get().verify:
+        verify(graph)
+    graph, more = second.run(graph)
+    return graph, reports + more, plan
+
+
+def is_quantized(graph: Graph) -> bool:
+    """Whether ``graph`` holds quantized ops (imported QDQ / QOperator, or realized int8 ops)."""
+    return any(n.op in QUANTIZED_OPS for n in graph)
 
 
 def _override_input_shapes(graph: Graph, input_shapes: Mapping[str, Sequence[Any]]) -> None:

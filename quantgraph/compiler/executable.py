@@ -27,8 +27,9 @@ class CompiledModel:
 
     def __init__(self, graph: Graph, lowered: list | None = None, opt_level: int = 0,
                  optimized_from: dict[str, int] | None = None, pass_reports: list | None = None,
-                 compile_seconds: dict[str, float] | None = None):
-        """``lowered`` is ``compiler.lower.lower(graph)`` (a kernel per node); None runs the reference interpreter."""
+                 compile_seconds: dict[str, float] | None = None, quantization: Any = None):
+        """``lowered`` is ``compiler.lower.lower(graph)`` (a kernel per node); None runs the reference interpreter.
+        ``quantization`` is the ``QuantPlan`` the graph was quantized by (None: fp32, or quantized elsewhere)."""
         self.graph = graph
         self.opt_level = opt_level
         self.optimized_from = optimized_from
@@ -39,6 +40,8 @@ class CompiledModel:
         self._lock = threading.Lock()
         self.compile_seconds: dict[str, float] = dict(compile_seconds or {})
         self._last_profile: dict[str, Any] | None = None
+        #: the quantizer's decisions (``compiler.quantize.QuantPlan``) when compiled with quantize="int8"
+        self.quantization = quantization
 
     @property
     def input_names(self) -> list[str]:

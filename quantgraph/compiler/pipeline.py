@@ -125,6 +125,31 @@ class Pipeline:
 
 
 # -- the named pipelines ----------------------------------------------------------------------------------------
+def _realize() -> list[Pass]:
+    # NOTE: realization sees the QDQ graph first: folding would turn the weights' DequantizeLinear into float
+    # constants and lose their int8 values. The float-output rules run once every Q-rooted group is realized.
+    return [rewrite(rules.REALIZE, name="realize_quantized"), rewrite(rules.REALIZE_FLOAT, name="realize_float_out"),
+            fold_constants]
+
+
+def _cleanup() -> list[Pass]:
+    return [rewrite(rules.ELIMINATE, name="eliminate_identity"), rewrite(rules.CANCEL, name="cancel_transposes"),
+            eliminate_dead_code]
+
+
+def _canonicalize() -> list[Pass]:
+    return [rewrite(rules.BN_FOLDING, name="fold_batch_norm"), rewrite(rules.RECOGNIZE, name="recognize_patterns"),
+            rewrite(rules.ATTENTION, name="fuse_attention"), fold_constants]
+
+
+def _fuse() -> list[Pass]:
+    return [rewrite(rules.FUSIONS, name="fuse_epilogues"), *_cleanup()]
+
+
+def _layout() -> list[Pass]:
+    return [convert_layout("NHWC"), rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
+
+
 def build(opt_level: int) -> Pipeline:
     """A fresh pipeline for ``opt_level`` (rewrite passes keep per-run stats, so each build has its own).
 
@@ -135,23 +160,26 @@ def build(opt_level: int) -> Pipeline:
     """
     if opt_level == 0:
         return Pipeline("O0", [])
-    # NOTE: realization sees the imported QDQ graph first: folding would turn the weights' DequantizeLinear into
-    # float constants and lose their int8 values
-    passes: list[Pass] = [rewrite(rules.REALIZE, name="realize_quantized"), fold_constants,
-                          rewrite(rules.ELIMINATE, name="eliminate_identity"),
-                          rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
+    passes = _realize() + _cleanup()
     if opt_level >= 2:
-        passes += [rewrite(rules.BN_FOLDING, name="fold_batch_norm"),
-                   rewrite(rules.RECOGNIZE, name="recognize_patterns"),
-                   rewrite(rules.ATTENTION, name="fuse_attention"),
-                   fold_constants,
-                   rewrite(rules.FUSIONS, name="fuse_epilogues"),
-                   rewrite(rules.ELIMINATE, name="eliminate_identity"),
-                   rewrite(rules.CANCEL, name="cancel_transposes"),
-                   eliminate_dead_code]
+        passes += _canonicalize() + _fuse()
     if opt_level >= 3:
-        passes += [convert_layout("NHWC"), rewrite(rules.CANCEL, name="cancel_transposes"), eliminate_dead_code]
+        passes += _layout()
     return Pipeline(f"O{opt_level}", passes)
+
+
+def build_quantized(opt_level: int) -> tuple[Pipeline, Pipeline]:
+    """``build(opt_level)`` split where the quantize pass goes: (before, after).
+
+    Before: cleanup, BatchNorm folding and pattern recognition, so the quantizer sees primitive Conv / MatMul / Add /
+    Relu with folded weights (the graph calibration observes). After: realization of the QDQ graph the quantizer
+    wrote, then epilogue fusion of what stayed fp32, and the layout pass.
+    """
+    if opt_level not in (1, 2, 3):
+        raise ValueError(f"quantization needs opt_level 1..3, got {opt_level}")
+    before = _realize() + _cleanup() + (_canonicalize() if opt_level >= 2 else [])
+    after = _realize() + (_fuse() if opt_level >= 2 else _cleanup()) + (_layout() if opt_level >= 3 else [])
+    return Pipeline(f"O{opt_level}-before-quantize", before), Pipeline(f"O{opt_level}-after-quantize", after)
 
 
 def optimize(graph: Graph, opt_level: int = 2, ctx: PassContext | None = None) -> tuple[Graph, list[PassReport]]:
@@ -170,4 +198,4 @@ def fusions_applied(reports: Sequence[PassReport]) -> dict[str, int]:
     return total
 
 
-__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "fusions_applied"]
+__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "build_quantized", "fusions_applied"]

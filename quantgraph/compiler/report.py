@@ -17,6 +17,8 @@ def format_summary(model: Any) -> str:
     before = model.optimized_from
     lines = [f"CompiledModel '{g.name}' opt_level={model.opt_level}: {len(g)} nodes"
              + (f" (from {sum(before.values())})" if before else "")]
+    if getattr(model, "quantization", None) is not None:
+        lines += ["", model.quantization.summary()]
     lines.append("")
     lines.append("op counts")
     ops = sorted(set(after) | set(before or {}))

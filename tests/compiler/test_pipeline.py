@@ -49,7 +49,7 @@ def test_o0_is_empty_and_o2_fuses() -> None:
 
 def test_levels_are_cumulative() -> None:
     names = [[p.__name__ for p in build(i)] for i in range(4)]
-    assert names[0] == [] and names[1][:2] == ["realize_quantized", "fold_constants"]
+    assert names[0] == [] and names[1][:3] == ["realize_quantized", "realize_float_out", "fold_constants"]
     # graphs stay typed without whole-graph re-inference; constant folding runs at most twice
     assert all("infer_shapes" not in n and n.count("fold_constants") <= 2 for n in names)
     assert names[2][:len(names[1])] == names[1] and names[3][:len(names[2])] == names[2]

@@ -44,7 +44,8 @@ def calibrate(model: Any, data: Any, *, tensors: Sequence[str] | None = None, mo
             histogram also answers the other two modes, see ``CalibrationStats.range``).
         percentile: for "percentile": percent of values inside the range on each side (99.99 clips 0.01 %).
         bins: histogram bins (percentile and entropy).
-        opt_level: optimization level of the calibrated graph (default: ``compile``'s).
+        opt_level: optimization level (default: ``compile``'s). The graph observed is the one
+            ``compile(quantize="int8")`` quantizes at that level: optimized up to epilogue fusion.
         engine: "plan" (compiled fp32 kernels), "interpreter" (numpy reference) or "auto" (plan unless opt_level 0).
         progress: show a tqdm bar over batches.
 
@@ -56,13 +57,16 @@ def calibrate(model: Any, data: Any, *, tensors: Sequence[str] | None = None, mo
             (the message names the batch index and the input).
     """
     from quantgraph.compiler.api import DEFAULT_OPT_LEVEL, to_graph
-    from quantgraph.compiler.pipeline import optimize
+    from quantgraph.compiler.pipeline import build_quantized, optimize
 
     if isinstance(model, CompiledModel):
         return calibrate_graph(model.graph, data, tensors=tensors, mode=mode, percentile=percentile, bins=bins,
                                engine=engine, progress=progress, compiled=model)
     level = DEFAULT_OPT_LEVEL if opt_level is None else opt_level
-    graph, _ = optimize(to_graph(model), level)
+    if level == 0:
+        graph, _ = optimize(to_graph(model), 0)
+    else:  # NOTE: the graph compile(quantize="int8") annotates, so these stats can be handed to it
+        graph, _ = build_quantized(level)[0].run(to_graph(model))
     if engine == "auto":
         engine = "interpreter" if level == 0 else "plan"
     return calibrate_graph(graph, data, tensors=tensors, mode=mode, percentile=percentile, bins=bins,

@@ -104,6 +104,13 @@ class CalibrationStats:
         o = self._observer(name)
         return TensorStats(name, o.min, o.max, o.has_negative, o.count, o.nonfinite, self.range(name))
 
+    def with_mode(self, mode: str, percentile: float | None = None) -> "CalibrationStats":
+        """The same observers choosing ranges by ``mode`` (histograms answer every mode; min/max only "minmax")."""
+        pct = self.percentile if percentile is None else float(percentile)
+        if (mode, pct) == (self.mode, self.percentile):
+            return self
+        return CalibrationStats(self.observers, mode, pct, self.batches, self.graph)
+
     # -- combining --------------------------------------------------------------------------------------------
     def merge(self, other: "CalibrationStats") -> "CalibrationStats":
         """New stats over both sets of batches (neither input changes): tensors in both merge their observers

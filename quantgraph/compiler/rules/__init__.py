@@ -19,5 +19,7 @@ FUSIONS = conv.RULES + gemm.RULES + epilogue.RULES
 #: QOperator ops and QDQ-wrapped Conv/MatMul/Gemm/Add into the int8 ops QConv/QMatMul/QAdd (before folding, which
 #: would turn the weights' DequantizeLinear into float constants)
 REALIZE = realize_qlinear.RULES + realize_qdq.RULES
+#: DQ-fed Conv/MatMul/Gemm whose output float ops read, into QConv/QMatMul writing float32 (after REALIZE)
+REALIZE_FLOAT = realize_qdq.FLOAT_OUT
 
-__all__ = ["ELIMINATE", "CANCEL", "BN_FOLDING", "RECOGNIZE", "ATTENTION", "FUSIONS", "REALIZE"]
+__all__ = ["ELIMINATE", "CANCEL", "BN_FOLDING", "RECOGNIZE", "ATTENTION", "FUSIONS", "REALIZE", "REALIZE_FLOAT"]

@@ -1,10 +1,16 @@
 """Realize QDQ-wrapped float ops as int8 ops: ``DequantizeLinear -> op (+ epilogue) -> QuantizeLinear`` in one.
 
     Q(act?(Conv(DQ(x), DQ(w), DQ(b)|b?) [+ DQ(z)]))         ==>  QConv(x, .., w, .., B_int32?, Z?, activation=act)
-    Q(act?(MatMul(DQ(a), DQ(w)) [+ DQ(z)]))                 ==>  QMatMul(a, .., w, .., Z?, activation=act)
+    Q(act?(MatMul(DQ(a), DQ(w)) [+ b] [+ DQ(z)]))           ==>  QMatMul(a, .., w, .., bias_int32?, Z?, activation=act)
     Q(act?(Gemm(DQ(a), DQ(w), DQ(c)|c?) [+ DQ(z)]))         ==>  QMatMul(a, .., w' = op(w), .., bias_int32?, Z?)
     Q(Relu?(Add(DQ(a), DQ(b))))                             ==>  QAdd(a, .., b, .., activation=relu?)
     Q(MaxPool|Flatten|Reshape|Transpose|Squeeze|Unsqueeze(DQ(x)))  ==>  the same op on x      (Q's parameters = DQ's)
+
+The float-output rules (``FLOAT_OUT``, a pass after these) realize the same cores whose output float ops read,
+with no QuantizeLinear after them (a classifier's logits, the projection before a LayerNorm):
+
+    act?(Conv(DQ(x), DQ(w), b?) [+ z])                      ==>  QConv(.., out_dtype=float32, Z=z float32?)
+    act?(MatMul|Gemm(DQ(a), DQ(w), c?) [+ b] [+ z])         ==>  QMatMul(.., out_dtype=float32, Z=z float32?)
 
 ``act`` is Relu or Clip with constant bounds; ``DQ(z)`` a residual added before the activation. Activations and
 outputs are quantized per tensor, weights per tensor or per output channel (DQ axis 0 for Conv and transB Gemm,
@@ -142,6 +148,15 @@ def _epilogue(m: Match, out_shape: tuple | None) -> dict | str:
         if scale.dtype != "float32":
             return f"the residual's scale is {scale.dtype}; expected float32"
         res = [m["z"], scale, zp or ""]
+    elif "z" in m:  # a float residual (the float-output rules)
+        z = m["z"]
+        if z.value is not None:
+            return "the residual is a constant"
+        if z.dtype != "float32":
+            return f"the residual is {z.dtype}; a float residual must be float32"
+        if z.shape != out_shape or out_shape is None or None in out_shape:
+            return f"the residual has shape {z.shape}; expected the output shape {out_shape}"
+        res = [z, "", ""]
     attrs["residual"] = res
     return attrs
 
@@ -187,18 +202,39 @@ def _with_epilogue(core):  # noqa: ANN001, ANN202 - a pattern
 _SHARED = ("dqx", "dqw", "dqb", "dqz")
 
 
-@rule(_with_epilogue(_conv), shared=_SHARED)
-def qdq_conv_to_qconv(m: Match):
-    """Q(act?(Conv(DQ(x), DQ(w), DQ(b)?) [+ DQ(z)])) ==> QConv(x, xs, xz, w, ws, wz, ys, yz, B?, z?, ...)."""
+def _float_epilogue(core):  # noqa: ANN001, ANN202 - a pattern
+    body = core | Op("Add", core, Var("z"), commute=True, name="add")
+    return body | Op("Relu", body, name="act") | Op("Clip", body, ..., name="act")
+
+
+def _float_root(m: Match) -> str | None:
+    """Why the float-output rule must leave this match to a larger one (or to the requantizing rules), or None."""
+    readers = m.graph.consumers(m.root)
+    if any(r.op == "QuantizeLinear" for r in readers):
+        return "a QuantizeLinear reads the output: the requantizing rule realizes it"
+    if "act" in m or len(readers) != 1 or m.root in m.graph.outputs:
+        return None
+    r = readers[0]
+    if r.op in ("Relu", "Clip"):
+        return f"the epilogue continues in {r.op} '{r.name}'"
+    other = [t for t in r.inputs if t != m.root]
+    if r.op != "Add" or len(other) != 1 or "add" in m:
+        return None
+    if m.graph.tensors[other[0]].const is None:
+        return f"the epilogue continues in the residual Add '{r.name}'"
+    if "badd" not in m and "mm" in m and m.node("mm").op == "MatMul":
+        return f"the epilogue continues in the bias Add '{r.name}'"
+    return None
+
+
+def _conv_rule(m: Match, out: tuple[Value, Value | None, str] | None):
+    """QConv for a matched Conv; ``out`` is the requantized output (scale, zero point, dtype), None for float32."""
     conv = m.node("conv")
     if m["x"].rank != 4:
         return m.fail(f"input has rank {m['x'].rank}; the int8 conv kernels are 2-D (rank 4)")
     why = _activation_in(m, "the input") or _weights(m, 0)
     if why:
         return m.fail(why)
-    out = _output(m)
-    if isinstance(out, str):
-        return m.fail(out)
     epi = _epilogue(m, m["conv"].shape)
     if isinstance(epi, str):
         return m.fail(epi)
@@ -206,20 +242,34 @@ def qdq_conv_to_qconv(m: Match):
     if isinstance(bias, str):
         return m.fail(bias)
     (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
-    ys, yz, dtype = out
+    ys, yz, dtype = out or (None, None, "float32")
     res = epi.pop("residual")
     ins = [m["x"], xs, xz, m["w"], ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
     return m.emit("QConv", ins, out_dtype=dtype, **{k: conv.attrs[k] for k in CONV_ATTRS}, **epi)
 
 
+@rule(_with_epilogue(_conv), shared=_SHARED)
+def qdq_conv_to_qconv(m: Match):
+    """Q(act?(Conv(DQ(x), DQ(w), DQ(b)?) [+ DQ(z)])) ==> QConv(x, xs, xz, w, ws, wz, ys, yz, B?, z?, ...)."""
+    out = _output(m)
+    return m.fail(out) if isinstance(out, str) else _conv_rule(m, out)
+
+
+@rule(_float_epilogue(_conv), shared=_SHARED)
+def qdq_conv_to_float_qconv(m: Match):
+    """act?(Conv(DQ(x), DQ(w), b?) [+ z]) read by float ops ==> QConv(x, .., w, .., B?, z?, out_dtype=float32)."""
+    why = _float_root(m)
+    return m.fail(why) if why else _conv_rule(m, None)
+
+
 # -- MatMul / Gemm -----------------------------------------------------------------------------------------------
-_mm = (Op("MatMul", _x, _w, name="mm") | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm")
-       | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
+_matmul = Op("MatMul", _x, _w, name="mm")
+_mm = (Op("Add", _matmul, Const("b"), commute=True, name="badd") | _matmul
+       | Op("Gemm", _x, _w, _dq("dqb", Const("bq")), name="mm") | Op("Gemm", _x, _w, Var("b"), name="mm") | Op("Gemm", _x, _w, name="mm"))
 
 
-@rule(_with_epilogue(_mm), shared=_SHARED)
-def qdq_matmul_to_qmatmul(m: Match):
-    """Q(act?(MatMul|Gemm(DQ(a), DQ(w), DQ(c)?) [+ DQ(z)])) ==> QMatMul(a, as, az, w', ws, wz, ys, yz, bias?, z?)."""
+def _matmul_rule(m: Match, out: tuple[Value, Value | None, str] | None):
+    """QMatMul for a matched MatMul/Gemm; ``out`` as for :func:`_conv_rule`."""
     mm = m.node("mm")
     w = m["w"]
     if w.rank != 2:
@@ -236,10 +286,7 @@ def qdq_matmul_to_qmatmul(m: Match):
     why = _activation_in(m, "A") or _weights(m, 0 if trans else 1)
     if why:
         return m.fail(why)
-    out = _output(m)
-    if isinstance(out, str):
-        return m.fail(out)
-    epi = _epilogue(m, m["mm"].shape)
+    epi = _epilogue(m, m["badd" if "badd" in m else "mm"].shape)
     if isinstance(epi, str):
         return m.fail(epi)
     n_out = w.shape[0 if trans else 1]
@@ -248,10 +295,24 @@ def qdq_matmul_to_qmatmul(m: Match):
         return m.fail(bias)
     (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
     wk = m.const(np.ascontiguousarray(w.value.T), "w") if trans else w
-    ys, yz, dtype = out
+    ys, yz, dtype = out or (None, None, "float32")
     res = epi.pop("residual")
     ins = [m["x"], xs, xz, wk, ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
     return m.emit("QMatMul", ins, out_dtype=dtype, **epi)
+
+
+@rule(_with_epilogue(_mm), shared=_SHARED)
+def qdq_matmul_to_qmatmul(m: Match):
+    """Q(act?(MatMul|Gemm(DQ(a), DQ(w), DQ(c)?) [+ b] [+ DQ(z)])) ==> QMatMul(a, .., w', .., ys, yz, bias?, z?)."""
+    out = _output(m)
+    return m.fail(out) if isinstance(out, str) else _matmul_rule(m, out)
+
+
+@rule(_float_epilogue(_mm), shared=_SHARED)
+def qdq_matmul_to_float_qmatmul(m: Match):
+    """act?(MatMul|Gemm(DQ(a), DQ(w), c?) [+ b] [+ z]) read by float ops ==> QMatMul(.., out_dtype=float32)."""
+    why = _float_root(m)
+    return m.fail(why) if why else _matmul_rule(m, None)
 
 
 # -- Add ---------------------------------------------------------------------------------------------------------
@@ -309,3 +370,5 @@ def qdq_move_to_int8(m: Match):
 
 
 RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8], "realize_qdq")
+#: run after RULES, once every Q-rooted group is realized: int8 ops whose output float ops read directly
+FLOAT_OUT = RuleSet([qdq_conv_to_float_qconv, qdq_matmul_to_float_qmatmul], "realize_qdq_float")

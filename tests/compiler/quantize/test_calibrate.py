@@ -10,7 +10,7 @@ import pytest
 import quantgraph
 from quantgraph import models
 from quantgraph.compiler.api import to_graph
-from quantgraph.compiler.pipeline import optimize
+from quantgraph.compiler.pipeline import build_quantized
 from quantgraph.compiler.quantize import CalibrationStats, calibrate, calibrate_graph, observed_tensors
 from quantgraph.errors import InputError
 from quantgraph.ir import GraphBuilder, interpreter
@@ -20,9 +20,10 @@ rng = np.random.default_rng(0)
 
 @pytest.fixture(scope="module")
 def digits():
-    """The optimized (O3) digits graph and four calibration batches of 50 images."""
+    """The digits graph as compile(quantize="int8") calibrates it at O3 (optimized up to epilogue fusion) and four
+    calibration batches of 50 images."""
     _, _, calib = models.load_digits_sample()
-    graph, _ = optimize(to_graph(models.path("digits_cnn.onnx")), 3)
+    graph, _ = build_quantized(3)[0].run(to_graph(models.path("digits_cnn.onnx")))
     return graph, [calib[i:i + 50] for i in range(0, 200, 50)]
 
 
@@ -68,8 +69,11 @@ def test_digits_on_the_compiled_plan_equals_the_interpreter(digits) -> None:
         scale = max(abs(lo), abs(hi))
         np.testing.assert_allclose(got, (lo, hi), rtol=1e-5, atol=1e-5 * scale, err_msg=t)
     compiled = quantgraph.compile(models.path("digits_cnn.onnx"))
-    again = quantgraph.calibrate(compiled, batches, progress=False)   # a CompiledModel's own plan
-    assert again.ranges() == stats.ranges()
+    again = quantgraph.calibrate(compiled, batches, progress=False)   # a CompiledModel's own (fused, NHWC) plan
+    fused = _interpreter_minmax(compiled.graph, batches)
+    assert set(again) == set(fused) and set(again) != set(stats)
+    for t, (lo, hi) in fused.items():
+        np.testing.assert_allclose(again.range(t), (lo, hi), rtol=1e-5, atol=1e-5 * max(abs(lo), abs(hi)), err_msg=t)
 
 
 def test_histogram_modes_stay_inside_min_max(digits) -> None:

@@ -1,0 +1,460 @@
+"""The quantize pass: decide per node int8 or fp32, then write the decisions as QDQ (Q -> DQ pairs, DQ'd weights).
+
+    plan = plan_quantization(graph, QuantizeOptions(exclude=["fc"]))   # which nodes, which tensors to calibrate
+    stats = calibrate_graph(graph, batches, tensors=plan.observe, mode="entropy")
+    insert_qdq(graph, plan, stats)                                       # the QDQ graph: runs on the interpreter
+
+The graph is the optimized fp32 graph before epilogue fusion (BatchNorm folded, patterns recognized), so the units
+are primitive ops. A *group* is what one int8 kernel computes:
+
+    Conv | MatMul(+ bias Add) | Gemm   [+ residual Add]   [+ Relu | Clip]        (the anchor and its epilogue)
+
+Its activation input is quantized (u8, per tensor), its weights are s8 symmetric per output channel (``DQ`` of an
+int8 constant), its float bias stays float (realization rounds it to int32 in units of ``x_scale * w_scale``). The
+group's output gets a ``Q -> DQ`` pair when an int8 op reads it, so a tensor between two int8 ops stays int8;
+otherwise (a LayerNorm, Softmax or Sigmoid reads it, or it is a graph output) the group writes float32 directly
+and the realization makes it a float-output QConv/QMatMul (one rounding less than Q->DQ, and no extra pass over the
+tensor). A standalone Add of two same-shape activations becomes QAdd, and the data-movement ops (MaxPool, Flatten,
+Reshape, Transpose, Squeeze, Unsqueeze) run on int8 with their input's parameters when an int8 op reads them.
+Everything else stays fp32, and so does every node that ``exclude`` names.
+
+Activations are quantized with the calibrated range widened to hold 0: ``uint8`` (and ``auto``) asymmetric, zero
+point 0 for non-negative tensors (after ReLU), ``int8`` asymmetric too (zero point in [-128, 127]); the int8
+kernels take any activation zero point (its compensation is folded into the int32 bias), so a zero point costs
+nothing and symmetric ranges would only waste levels on one side.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from quantgraph.compiler.quantize.stats import CalibrationStats
+from quantgraph.compiler.rules.realize_qdq import MOVES
+from quantgraph.errors import InputError
+from quantgraph.ir.graph import Graph
+from quantgraph.ir.node import Node
+from quantgraph.ir.tensor import QuantParams
+
+ACTIVATION_DTYPES = ("auto", "uint8", "int8")
+PRECISIONS = ("int8", "fp32")
+ANCHORS = ("Conv", "MatMul", "Gemm")
+_QMAX = {"uint8": (0, 255), "int8": (-128, 127)}
+#: weights use [-127, 127]: symmetric, so no weight zero point and -w is representable
+WEIGHT_QMAX = 127
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What ``compile(quantize="int8", ...)`` was asked for (see ``compile``'s docstring)."""
+
+    calib_mode: str = "minmax"
+    percentile: float = 99.99
+    activation_dtype: str = "auto"
+    per_channel: bool = True
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.activation_dtype not in ACTIVATION_DTYPES:
+            raise ValueError(f"activation_dtype must be one of {', '.join(ACTIVATION_DTYPES)}; "
+                             f"got {self.activation_dtype!r}")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100]; got {self.percentile}")
+        for p in self.exclude:
+            if not isinstance(p, str):
+                raise TypeError(f"exclude= takes node names, op types or regexes (strings); got {p!r}")
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"exclude= pattern {p!r} is not a valid regex: {exc}") from None
+
+    @property
+    def storage(self) -> str:
+        return "int8" if self.activation_dtype == "int8" else "uint8"
+
+    def to_json(self) -> dict:
+        return {"calib_mode": self.calib_mode, "percentile": self.percentile,
+                "activation_dtype": self.activation_dtype, "per_channel": self.per_channel,
+                "exclude": list(self.exclude)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the quantizer decided for one node of the fp32 graph.
+
+    ``precision`` is "int8" or "fp32"; ``reason`` says why a node stays fp32 (or, for int8, what it is fused
+    into); ``group`` names the anchor of the int8 group the node belongs to; ``output`` is the dtype the group writes.
+    """
+
+    node: str
+    op: str
+    precision: str
+    reason: str = ""
+    group: str = ""
+    output: str = ""
+
+
+@dataclass
+class _Unit:
+    """An int8 candidate: a group (anchor + epilogue), a standalone Add, or a data-movement op."""
+
+    kind: str                      # "group" | "add" | "move"
+    nodes: list[Node]
+    out: str                       # the tensor it writes
+    int8_in: list[tuple[str, int]] = field(default_factory=list)   # (node, slot) reading int8 when it runs int8
+    residual: tuple[str, int] | None = None                         # a group's residual (node, slot)
+    int8_out: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.nodes[0].name
+
+
+@dataclass
+class QuantPlan:
+    """The decisions for a graph and what inserting them needs.
+
+    ``observe``: tensors to calibrate. ``quantized``: tensor -> the tensor whose parameters it takes (itself, or a
+    data-movement op's input). ``readers``: tensor -> (node, slot) pairs that read its DQ; ``all_readers``: tensors
+    every reader (and the graph output) takes as DQ, because an int8 op writes them. ``weights``: anchor ->
+    (slot, channel axis).
+    """
+
+    options: QuantizeOptions
+    decisions: dict[str, Decision]
+    observe: list[str]
+    quantized: dict[str, str]
+    readers: dict[str, list[tuple[str, int]]]
+    all_readers: set[str]
+    weights: dict[str, tuple[int, int]]
+
+    @property
+    def int8_nodes(self) -> list[str]:
+        return [d.node for d in self.decisions.values() if d.precision == "int8"]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """precision -> op -> nodes."""
+        out: dict[str, dict[str, int]] = {p: {} for p in PRECISIONS}
+        for d in self.decisions.values():
+            out[d.precision][d.op] = out[d.precision].get(d.op, 0) + 1
+        return out
+
+    def fp32_reasons(self) -> dict[str, list[str]]:
+        """reason -> nodes kept fp32 for it (nodes of ops that have no int8 form are not listed)."""
+        out: dict[str, list[str]] = {}
+        for d in self.decisions.values():
+            if d.precision == "fp32" and d.reason and not d.reason.startswith("no int8"):
+                out.setdefault(d.reason, []).append(d.node)
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        lines = [f"quantization: {sum(c['int8'].values())} nodes int8, {sum(c['fp32'].values())} fp32 "
+                 f"(activations {self.options.storage}, weights int8 "
+                 f"{'per channel' if self.options.per_channel else 'per tensor'}, calibration "
+                 f"{self.options.calib_mode})"]
+        for p in PRECISIONS:
+            if c[p]:
+                lines.append(f"  {p}: " + ", ".join(f"{op} x{k}" for op, k in sorted(c[p].items())))
+        reasons = self.fp32_reasons()
+        if reasons:
+            lines.append("  kept fp32:")
+            for why, nodes in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+                shown = ", ".join(nodes[:4]) + (f", ... ({len(nodes)})" if len(nodes) > 4 else "")
+                lines.append(f"    {why}: {shown}")
+        return "\n".join(lines)
+
+
+# -- deciding -----------------------------------------------------------------------------------------------------
+def _excluded_by(n: Node, patterns: Sequence[str]) -> str | None:
+    for p in patterns:
+        if p == n.name or p == n.op or re.fullmatch(p, n.name):
+            return p
+    return None
+
+
+def _const(g: Graph, t: str) -> np.ndarray | None:
+    return g.tensors[t].const if t else None
+
+
+def _float_activation(g: Graph, t: str) -> bool:
+    info = g.tensors[t]
+    return info.const is None and info.dtype == "float32"
+
+
+def _anchor_refusal(g: Graph, n: Node) -> str | None:
+    """Why anchor ``n`` cannot be an int8 group, or None."""
+    x = g.tensors[n.inputs[0]]
+    if not _float_activation(g, n.inputs[0]):
+        return "the input is a constant or not float32"
+    w = _const(g, n.inputs[1])
+    if w is None:
+        return "the weights are computed, not constants (two-activation MatMul stays fp32)"
+    if w.dtype != np.float32:
+        return f"the weights are {w.dtype}; expected float32"
+    if n.op == "Conv":
+        if x.rank != 4 or w.ndim != 4:
+            return f"a {(x.rank or 2) - 2}-D convolution; the int8 conv kernels are 2-D"
+        if len(n.inputs) > 2 and n.inputs[2] and _const(g, n.inputs[2]) is None:
+            return "the bias is computed, not a constant"
+        return None
+    if w.ndim != 2:
+        return f"the weights have rank {w.ndim}; expected 2"
+    if (x.rank or 0) < 2:
+        return f"the input has rank {x.rank}; expected 2 or more"
+    if n.op == "Gemm":
+        if n.attrs["transA"]:
+            return "Gemm with transA=1"
+        if n.attrs["alpha"] != 1.0 or (len(n.inputs) > 2 and n.inputs[2] and n.attrs["beta"] != 1.0):
+            return f"Gemm with alpha={n.attrs['alpha']}, beta={n.attrs['beta']}"
+        if len(n.inputs) > 2 and n.inputs[2] and _const(g, n.inputs[2]) is None:
+            return "the bias C is computed, not a constant"
+    return None
+
+
+def _channels(g: Graph, n: Node) -> tuple[int, int]:
+    """(weight slot, output-channel axis) of anchor ``n``."""
+    if n.op == "Conv":
+        return 1, 0
+    if n.op == "Gemm" and n.attrs["transB"]:
+        return 1, 0
+    return 1, 1
+
+
+def _sole_reader(g: Graph, t: str) -> Node | None:
+    readers = g.consumers(t)
+    return readers[0] if len(readers) == 1 and t not in g.outputs else None
+
+
+def _const_scalar_bounds(g: Graph, n: Node) -> bool:
+    return all(not t or (_const(g, t) is not None and _const(g, t).size == 1) for t in n.inputs[1:])
+
+
+def _same_shape(g: Graph, a: str, b: str) -> bool:
+    sa, sb = g.tensors[a].shape, g.tensors[b].shape
+    return sa is not None and sa == sb and None not in sa  # symbolic dims (a batch "N") bind alike
+
+
+def _grow(g: Graph, anchor: Node, claimed: set[str], excluded: set[str]) -> _Unit:
+    """The anchor's group: bias Add (MatMul), residual Add, Relu / Clip, as far as the graph allows."""
+    nodes, cur = [anchor], anchor.outputs[0]
+    residual = None
+    n_out = g.tensors[anchor.inputs[1]].const.shape[_channels(g, anchor)[1]]
+
+    def take(r: Node | None, ops: Iterable[str]) -> bool:
+        return r is not None and r.op in ops and r.name not in claimed and r.name not in excluded
+
+    r = _sole_reader(g, cur)
+    if anchor.op == "MatMul" and take(r, ("Add",)):
+        other = [t for t in r.inputs if t != cur]
+        b = _const(g, other[0]) if len(other) == 1 else None
+        if b is not None and b.size == n_out and b.shape[-1:] == (n_out,) and b.dtype == np.float32:
+            nodes.append(r)
+            cur = r.outputs[0]
+            r = _sole_reader(g, cur)
+    if take(r, ("Add",)):
+        other = [(i, t) for i, t in enumerate(r.inputs) if t != cur]
+        if len(other) == 1 and _float_activation(g, other[0][1]) and _same_shape(g, cur, other[0][1]):
+            nodes.append(r)
+            residual = (r.name, other[0][0])
+            cur = r.outputs[0]
+            r = _sole_reader(g, cur)
+    if take(r, ("Relu",)) or (take(r, ("Clip",)) and _const_scalar_bounds(g, r)):
+        nodes.append(r)
+        cur = r.outputs[0]
+    return _Unit("group", nodes, cur, [(anchor.name, 0)], residual)
+
+
+def _read_as_int8(g: Graph, u: _Unit, by_node: dict[str, _Unit]) -> bool:
+    for r in g.consumers(u.out):
+        v = by_node.get(r.name)
+        if v is None or v is u:
+            continue
+        reads = [(r.name, i) for i, t in enumerate(r.inputs) if t == u.out]
+        if any(s in v.int8_in and (v.kind == "group" or v.int8_out) for s in reads):
+            return True
+        if v.residual in reads and v.int8_out:
+            return True
+    return False
+
+
+def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> QuantPlan:
+    """Decide, per node of ``graph``, int8 or fp32 (see the module docstring); nothing in the graph changes."""
+    options = options or QuantizeOptions()
+    g = graph
+    topo = g.topo()
+    decisions: dict[str, Decision] = {}
+    excluded: set[str] = set()
+    for n in topo:
+        p = _excluded_by(n, options.exclude)
+        if p is not None:
+            excluded.add(n.name)
+            decisions[n.name] = Decision(n.name, n.op, "fp32", f"excluded by exclude={p!r}")
+    units: list[_Unit] = []
+    claimed: set[str] = set()
+    for n in topo:
+        if n.name in excluded or n.name in claimed:
+            continue
+        if n.op in ANCHORS:
+            why = _anchor_refusal(g, n)
+            if why:
+                decisions[n.name] = Decision(n.name, n.op, "fp32", why)
+                continue
+            u = _grow(g, n, claimed, excluded)
+        elif n.op == "Add":
+            a, b = n.inputs[0], n.inputs[1]
+            if not (_float_activation(g, a) and _float_activation(g, b) and _same_shape(g, a, b)):
+                decisions[n.name] = Decision(n.name, n.op, "fp32", "no int8 form: an Add with a constant or "
+                                             "broadcasting operands")
+                continue
+            u = _Unit("add", [n], n.outputs[0], [(n.name, 0), (n.name, 1)])
+            r = _sole_reader(g, u.out)
+            if r is not None and r.op == "Relu" and r.name not in excluded:
+                u.nodes.append(r)
+                u.out = r.outputs[0]
+        elif n.op in MOVES and _float_activation(g, n.inputs[0]) and not any(
+                t and g.consumers(t) for t in n.outputs[1:]):
+            u = _Unit("move", [n], n.outputs[0], [(n.name, 0)])
+        else:
+            continue
+        claimed.update(m.name for m in u.nodes)
+        units.append(u)
+
+    # A unit writes int8 when an int8 op reads its output. Readers usually come later in topological order, but a
+    # group's residual Add can read a unit that comes after the group's anchor: iterate to the fixed point (a unit
+    # only ever turns int8, so this ends).
+    by_node = {m.name: u for u in units for m in u.nodes}
+    changed = True
+    while changed:
+        changed = False
+        for u in reversed(units):
+            if not u.int8_out and _read_as_int8(g, u, by_node):
+                u.int8_out = changed = True
+    active = [u for u in units if u.kind == "group" or u.int8_out]
+
+    quantized: dict[str, str] = {}
+    readers: dict[str, list[tuple[str, int]]] = {}
+    all_readers: set[str] = set()
+    weights: dict[str, tuple[int, int]] = {}
+    for u in active:
+        ins = list(u.int8_in) + ([u.residual] if u.residual is not None and u.int8_out else [])
+        for node, slot in ins:
+            t = g.node(node).inputs[slot]
+            quantized.setdefault(t, t)
+            readers.setdefault(t, []).append((node, slot))
+        if u.int8_out:
+            all_readers.add(u.out)
+            src = g.node(u.nodes[0].name).inputs[0] if u.kind == "move" else u.out
+            quantized[u.out] = src
+        if u.kind == "group":
+            weights[u.name] = _channels(g, u.nodes[0])
+        out = options.storage if u.int8_out else "float32"
+        for m in u.nodes:
+            what = "" if m is u.nodes[0] else f"fused into {u.name}"
+            decisions[m.name] = Decision(m.name, m.op, "int8", what, u.name, out)
+    for u in units:
+        if u not in active:
+            for m in u.nodes:
+                decisions[m.name] = Decision(m.name, m.op, "fp32", "no int8 op reads its output")
+    # A move takes its input's parameters; chase chains of moves to a tensor that is calibrated.
+    for t in list(quantized):
+        src = quantized[t]
+        while quantized.get(src, src) != src:
+            src = quantized[src]
+        quantized[t] = src
+    for n in topo:
+        decisions.setdefault(n.name, Decision(n.name, n.op, "fp32", f"no int8 form for {n.op}"))
+    observe = list(dict.fromkeys(quantized.values()))
+    return QuantPlan(options, {n.name: decisions[n.name] for n in topo}, observe, quantized, readers, all_readers,
+                     weights)
+
+
+# -- parameters ---------------------------------------------------------------------------------------------------
+def activation_params(lo: float, hi: float, dtype: str) -> tuple[np.float32, int]:
+    """(scale, zero point) mapping [lo, hi] (widened to hold 0) onto ``dtype``'s 256 levels; 0 is exact."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    qlo, qhi = _QMAX[dtype]
+    span = hi - lo
+    if not span > 0.0:
+        span = 1.0  # a tensor that was always 0: any scale represents it
+    scale = np.float32(span / (qhi - qlo))
+    zp = int(np.clip(np.rint(qlo - lo / float(scale)), qlo, qhi))
+    return scale, zp
+
+
+def weight_params(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weights, float32 scales) symmetric in [-127, 127], per slice along ``axis`` (None: per tensor)."""
+    w = np.asarray(w, np.float32)
+    if axis is None:
+        amax = np.asarray(np.abs(w).max() if w.size else 0.0, np.float64)
+    else:
+        other = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.abs(w).max(axis=other).astype(np.float64) if w.size else np.zeros(w.shape[axis])
+    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    return q, scale
+
+
+# -- inserting ----------------------------------------------------------------------------------------------------
+def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) -> Graph:
+    """Write ``plan`` into ``graph`` as QDQ: a Q -> DQ pair per quantized tensor (ranges from ``stats``), and
+    ``DequantizeLinear(int8 weights, scales)`` for each group's weights. Returns the graph (changed in place)."""
+    g = graph
+    storage = plan.options.storage
+    params: dict[str, tuple[np.float32, int]] = {}
+    for t in plan.observe:
+        rng = stats.range(t) if stats is not None and t in stats else None
+        if rng is None:
+            raise InputError(f"calibration saw no finite value of tensor '{t}' (read by "
+                             f"{', '.join(n for n, _ in plan.readers.get(t, [])) or 'int8 ops'}); "
+                             "it cannot be quantized: check the calibration data, or exclude= its readers")
+        params[t] = activation_params(rng[0], rng[1], storage)
+    for t, src in plan.quantized.items():
+        scale, zp = params[src]
+        _insert_pair(g, t, scale, zp, storage, plan.readers.get(t, []), t in plan.all_readers)
+    for anchor, (slot, axis) in plan.weights.items():
+        n = g.node(anchor)
+        w = g.tensors[n.inputs[slot]].const
+        q, scale = weight_params(w, axis if plan.options.per_channel else None)
+        qn = g.add_const(q, f"{n.inputs[slot]}/int8")
+        sn = g.add_const(scale if plan.options.per_channel else scale.reshape(()), f"{n.inputs[slot]}/scale")
+        dq = g.add("DequantizeLinear", [qn, sn], name=f"{anchor}/weights", axis=axis)
+        ins = list(n.inputs)
+        ins[slot] = dq
+        g.set_inputs_of(n, ins)
+    return g
+
+
+def _insert_pair(g: Graph, t: str, scale: np.float32, zp: int, dtype: str, readers: list[tuple[str, int]],
+                 every_reader: bool) -> None:
+    """Q(t) -> DQ; the given (node, slot) readers, or every reader and graph output, read the DQ."""
+    s = g.add_const(np.asarray(scale, np.float32), f"{t}/scale")
+    z = g.add_const(np.asarray(zp, dtype), f"{t}/zero_point")
+    qp = QuantParams((float(scale),), (int(zp),), dtype)
+    if every_reader:
+        was_output = t in g.outputs
+        targets = [(c.name, i) for c in g.consumers(t) for i, x in enumerate(c.inputs) if x == t]
+    else:
+        was_output, targets = False, list(readers)
+    src = t
+    if was_output:  # the graph output keeps its name: it becomes the DQ's output
+        src = g.unique_name(f"{t}/float")
+        g.rename_tensor(t, src)
+    q = g.add("QuantizeLinear", [src, s, z], name=f"{t}/quantize")
+    g.set_tensor(g.tensors[q].with_(qparams=qp))
+    dq = g.add("DequantizeLinear", [q, s, z], name=f"{t}/dequantize",
+               outputs=[t] if was_output else None)
+    for node, slot in targets:
+        n = g.node(node)
+        if n.inputs[slot] != src:
+            continue
+        ins = list(n.inputs)
+        ins[slot] = dq
+        g.set_inputs_of(n, ins)
+    if was_output:
+        g.set_outputs([dq if o == src else o for o in g.outputs])
