@@ -12,7 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gemm": ("quantgraph.bench.gemm", "int8 GEMM vs numpy fp32 and onnxruntime MatMulInteger"),
     "conv": ("quantgraph.bench.conv", "int8 ResNet-50 convolutions vs numpy fp32 (im2col) and QLinearConv"),
     "compile": ("quantgraph.bench.compile", "cold / warm compile time of the int8 kernel set (fresh processes)"),
-    "model": ("quantgraph.bench.model", "fp32 ResNet-50 / BERT encoder end to end vs onnxruntime"),
+    "model": ("quantgraph.bench.model", "ResNet-50 / BERT / MobileNetV2, fp32 and int8, vs onnxruntime and OpenVINO"),
 }
 
 

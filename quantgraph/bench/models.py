@@ -1,4 +1,4 @@
-"""Benchmark models built in memory with ``onnx.helper``: ResNet-50 v1.5 and a BERT-style encoder.
+"""Benchmark models built in memory with ``onnx.helper``: ResNet-50 v1.5, MobileNetV2 and a BERT-style encoder.
 
 Both are written the way PyTorch exports them (Conv without bias + BatchNormalization; MatMul + Add linears, decomposed
 LayerNormalization and Erf-GELU), so the passes see the same patterns a real exported model has. Weights are seeded
@@ -51,12 +51,14 @@ class _Builder:
 
 
 def _conv_bn(b: _Builder, x: str, cin: int, cout: int, k: int, stride: int, gamma: float = 1.0,
-             relu: bool = True) -> str:
-    """Conv (no bias, He init) + BatchNormalization (+ Relu), as torchvision exports it."""
-    w = (b.rng.standard_normal((cout, cin, k, k)) * math.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+             relu: bool = True, group: int = 1, relu6: bool = False) -> str:
+    """Conv (no bias, He init) + BatchNormalization (+ Relu, or Clip(0, 6) with ``relu6``), as torchvision exports
+    it. ``group=cin=cout`` is a depthwise convolution."""
+    fan_in = cin // group * k * k
+    w = (b.rng.standard_normal((cout, cin // group, k, k)) * math.sqrt(2.0 / fan_in)).astype(np.float32)
     pad = k // 2
     y = b.node("Conv", [x, b.const(w, "conv_w")], "conv", kernel_shape=[k, k], strides=[stride, stride],
-               pads=[pad, pad, pad, pad], dilations=[1, 1], group=1)
+               pads=[pad, pad, pad, pad], dilations=[1, 1], group=group)
     # NOTE: the running variance is about what a He-init conv produces on unit-variance input (~1-2), so the
     # normalised output is O(1); gamma < 1 on the last BN of a block keeps the residual sum from growing.
     scale = (gamma * b.rng.uniform(0.8, 1.2, cout)).astype(np.float32)
@@ -65,6 +67,10 @@ def _conv_bn(b: _Builder, x: str, cin: int, cout: int, k: int, stride: int, gamm
     var = b.rng.uniform(1.0, 2.0, cout).astype(np.float32)
     y = b.node("BatchNormalization", [y, b.const(scale, "bn_scale"), b.const(bias, "bn_bias"),
                                       b.const(mean, "bn_mean"), b.const(var, "bn_var")], "bn", epsilon=1e-5)
+    if relu6:
+        # NOTE: opset >= 11 Clip takes its bounds as inputs; PyTorch exports ReLU6 as Clip(x, 0, 6) this way
+        return b.node("Clip", [y, b.const(np.array(0.0, np.float32), "clip_min"),
+                               b.const(np.array(6.0, np.float32), "clip_max")], "relu6")
     return b.node("Relu", [y], "relu") if relu else y
 
 
@@ -105,6 +111,65 @@ def resnet50(batch: int | str = "N", seed: int = 0, image: int = 224, classes: i
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, image, image])
     out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])
     return b.model([inp], [out], "resnet50")
+
+
+# ---------------------------------------------------------------------------------------------------- MobileNetV2
+
+#: torchvision's inverted-residual table: (expansion t, output channels c, repeats n, first stride s)
+_MBV2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """torchvision's channel rounding for the width multiplier: nearest multiple of 8, never below 90% of ``v``."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _inverted_residual(b: _Builder, x: str, cin: int, cout: int, stride: int, t: int) -> str:
+    """1x1 expand (ReLU6, skipped when t == 1) -> 3x3 depthwise (ReLU6, stride here) -> 1x1 linear project, plus
+    the input when the shapes match."""
+    hidden = cin * t
+    y = _conv_bn(b, x, cin, hidden, 1, 1, relu6=True) if t != 1 else x
+    y = _conv_bn(b, y, hidden, hidden, 3, stride, group=hidden, relu6=True)
+    residual = stride == 1 and cin == cout
+    # NOTE: as in _bottleneck, a small gamma on the projection keeps the residual sums of a stage from growing
+    y = _conv_bn(b, y, hidden, cout, 1, 1, gamma=0.3 if residual else 1.0, relu=False)
+    return b.node("Add", [x, y], "add") if residual else y
+
+
+def mobilenet_v2(batch: int | str = "N", seed: int = 0, image: int = 224, classes: int = 1000,
+                 width: float = 1.0) -> onnx.ModelProto:
+    """torchvision-style MobileNetV2 (17 inverted residual blocks, depthwise 3x3 convolutions, ReLU6 as Clip):
+    input "input" float32 (batch, 3, image, image), output "output" (batch, classes).
+
+    Args:
+        batch: a fixed batch size or the name of a symbolic batch dimension.
+        seed: seeds the random weights.
+        image: input height and width (224 for the real model; tests may use 64).
+        classes: outputs of the final Gemm.
+        width: torchvision's width multiplier (channels rounded to multiples of 8; the last conv stays 1280 below 1).
+    """
+    b = _Builder(seed)
+    cin = _make_divisible(32 * width)
+    y = _conv_bn(b, "input", 3, cin, 3, 2, relu6=True)
+    for t, c, n, s in _MBV2_BLOCKS:
+        cout = _make_divisible(c * width)
+        for i in range(n):
+            y = _inverted_residual(b, y, cin, cout, s if i == 0 else 1, t)
+            cin = cout
+    last = _make_divisible(1280 * max(1.0, width))
+    y = _conv_bn(b, y, cin, last, 1, 1, relu6=True)
+    y = b.node("GlobalAveragePool", [y], "avgpool")
+    y = b.node("Flatten", [y], "flatten", axis=1)
+    fc_w = (b.rng.standard_normal((classes, last)) * math.sqrt(1.0 / last)).astype(np.float32)
+    fc_b = (b.rng.standard_normal(classes) * 0.01).astype(np.float32)
+    y = b.node("Gemm", [y, b.const(fc_w, "fc_w"), b.const(fc_b, "fc_b")], "fc", alpha=1.0, beta=1.0, transB=1)
+    b.nodes[-1].output[0] = "output"
+    b.nodes[-1].name = "fc"
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, image, image])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])
+    return b.model([inp], [out], "mobilenet_v2")
 
 
 # -------------------------------------------------------------------------------------------------- BERT encoder

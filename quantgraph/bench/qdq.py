@@ -18,23 +18,30 @@ from typing import Any, Callable
 import numpy as np
 
 
-def quantize_resnet50(workdir: str, calib_batches: int = 4, image: int = 224) -> tuple[Any, Any]:
-    """(float model, QDQ model) for the bench ResNet-50; the QDQ file is also left in ``workdir``."""
+def calibration_batches(model: Any, count: int = 8, batch: int = 1, seed: int = 100) -> list[dict[str, np.ndarray]]:
+    """The seeded calibration feed dicts every int8 backend of the bench sees (seeds ``seed .. seed + count - 1``)."""
+    from quantgraph.bench.models import sample_inputs
+
+    return [sample_inputs(model, batch=batch, seed=seed + i) for i in range(count)]
+
+
+def ort_quantize_static(model: Any, batches: list[dict[str, np.ndarray]], workdir: str,
+                        name: str = "model") -> Any:
+    """onnxruntime's recommended static flow for any float model: ``quant_pre_process`` (shape inference,
+    Conv+BatchNorm folding) then ``quantize_static`` (QDQ, per-channel, QUInt8 activations, QInt8 weights, MinMax)
+    calibrated on ``batches``. Returns the QDQ ModelProto; the files are left in ``workdir``."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from quantgraph.bench.models import resnet50, sample_inputs
-
-    model = resnet50(batch="N", image=image)
-    fp32, pre, qdq = (os.path.join(workdir, f) for f in ("resnet50.onnx", "resnet50_pre.onnx", "resnet50_qdq.onnx"))
+    fp32, pre, qdq = (os.path.join(workdir, f"{name}{s}.onnx") for s in ("", "_pre", "_qdq"))
     onnx.save(model, fp32)
     quant_pre_process(fp32, pre)
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([sample_inputs(model, batch=1, seed=100 + i) for i in range(calib_batches)])
+            self._it = iter(batches)
 
         def get_next(self) -> dict | None:
             return next(self._it, None)
@@ -42,7 +49,30 @@ def quantize_resnet50(workdir: str, calib_batches: int = 4, image: int = 224) ->
     quantize_static(pre, qdq, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
-    return model, onnx.load(qdq)
+    return onnx.load(qdq)
+
+
+def ort_quantize_dynamic(model: Any, workdir: str, name: str = "model") -> Any:
+    """onnxruntime dynamic quantization (QInt8 weights, activation ranges computed per call): its usual choice for
+    transformers. ``quant_pre_process`` first, as for the static flow."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, pre, dyn = (os.path.join(workdir, f"{name}{s}.onnx") for s in ("", "_pre", "_dyn"))
+    onnx.save(model, fp32)
+    quant_pre_process(fp32, pre)
+    quantize_dynamic(pre, dyn, weight_type=QuantType.QInt8)
+    return onnx.load(dyn)
+
+
+def quantize_resnet50(workdir: str, calib_batches: int = 4, image: int = 224) -> tuple[Any, Any]:
+    """(float model, QDQ model) for the bench ResNet-50; the QDQ file is also left in ``workdir``."""
+    from quantgraph.bench.models import resnet50
+
+    model = resnet50(batch="N", image=image)
+    qdq = ort_quantize_static(model, calibration_batches(model, calib_batches), workdir, "resnet50")
+    return model, qdq
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
