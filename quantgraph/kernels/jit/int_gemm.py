@@ -337,25 +337,26 @@ def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw
 def conv_depthwise(x, xpad, xorv, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, ep, out):
     """NHWC depthwise conv (one filter per channel), ``w`` int8 [kh, kw, C], int32 sums in fixed tap order."""
     nb, hh, ww, cc = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    ucc = np.uint64(cc)
     for t in prange(nb * oh):
         b = t // oh
         y = t - b * oh
-        acc = np.empty(NR, np.int32)
+        # NOTE: one int32 row of all channels per output pixel, taps outermost: the channel loop is contiguous in
+        # x, w and acc (unsigned indices: no wraparound checks), so LLVM vectorizes it. int32 sums wrap exactly as
+        # the GEMM paths' do.
+        acc = np.empty(cc, np.int32)
         for xo in range(ow):
             row = t * ow + xo
-            for c0 in range(0, cc, NR):
-                nc = min(NR, cc - c0)
-                acc64 = np.zeros(NR, np.int64)
-                for ky in range(kh):
-                    iy = y * sh - ph + ky * dh
-                    for kx in range(kw):
-                        ix = xo * sw - pw + kx * dw
-                        if iy >= 0 and iy < hh and ix >= 0 and ix < ww:
-                            for j in range(nc):
-                                acc64[j] += np.int32(x[b, iy, ix, c0 + j] ^ xorv) * np.int32(w[ky, kx, c0 + j])
-                        else:
-                            for j in range(nc):
-                                acc64[j] += np.int32(xpad) * np.int32(w[ky, kx, c0 + j])
-                for j in range(nc):
-                    acc[j] = acc64[j]
-                _epilogue(acc, 1, row, c0, nc, ep, out, 0)
+            for c in range(ucc):
+                acc[c] = 0
+            for ky in range(kh):
+                iy = y * sh - ph + ky * dh
+                for kx in range(kw):
+                    ix = xo * sw - pw + kx * dw
+                    if iy >= 0 and iy < hh and ix >= 0 and ix < ww:
+                        for c in range(ucc):
+                            acc[c] += np.int32(x[b, iy, ix, c] ^ xorv) * np.int32(w[ky, kx, c])
+                    else:
+                        for c in range(ucc):
+                            acc[c] += np.int32(xpad) * np.int32(w[ky, kx, c])
+            _epilogue(acc, 1, row, 0, cc, ep, out, 0)
