@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantgraph.compiler.rules.conv import RULES
+from quantgraph.compiler.rules.conv import PAD_FOLDING, RULES
 from quantgraph.ir.builder import GraphBuilder
 from tests.compiler.test_pattern import apply, assert_same_outputs, ops
 
@@ -114,3 +114,30 @@ def test_conv_residual_refuses_shared_conv_output() -> None:
     g = gb.output(gb.op("Add", c, z), gb.op("Relu", c)).build()
     _, after, p = apply(g, RULES.only("conv_residual"))
     assert "Add" in ops(after) and any("also used by" in r for r in p.reasons("conv_residual"))
+
+
+def _padded(pads, value=0.0, mode="constant", conv_pads=(1, 1, 1, 1)):
+    gb = GraphBuilder("t")
+    x = gb.input("x", ("N", 3, 6, 6))
+    p = gb.op("Pad", x, gb.const(np.array(pads, np.int64)), gb.const(np.array(value, np.float32)), mode=mode)
+    y = gb.op("Conv", p, gb.const(_w(4, 3, 3, 3)), gb.const(_w(4)), pads=conv_pads, strides=(2, 2))
+    return gb.output(y).build()
+
+
+def test_zero_pad_folds_into_the_conv() -> None:
+    before, after, p = apply(_padded([0, 0, 1, 0, 0, 0, 2, 1]), PAD_FOLDING)
+    assert ops(after) == ["Conv"] and p.counts == {"pad_into_conv": 1}
+    assert after.topo()[0].attrs["pads"] == (2, 1, 3, 2)
+    assert_same_outputs(before, after)
+    before, after, _ = apply(_padded([0, 0, 1, 1, 0, 0, 1, 1], conv_pads=()), PAD_FOLDING)
+    assert ops(after) == ["Conv"] and after.topo()[0].attrs["pads"] == (1, 1, 1, 1)
+    assert_same_outputs(before, after)
+
+
+def test_pad_folding_refusals() -> None:
+    for graph, why in ((_padded([1, 0, 0, 0, 0, 0, 0, 0]), "batch or channel"),
+                       (_padded([0, 0, 1, 1, 0, 0, 1, 1], value=1.0), "not 0"),
+                       (_padded([0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"), "mode is reflect"),
+                       (_padded([0, 0, -1, 0, 0, 0, 0, 0]), "crops")):
+        _, after, p = apply(graph, PAD_FOLDING)
+        assert ops(after) == ["Pad", "Conv"] and why in p.reasons("pad_into_conv")[0]

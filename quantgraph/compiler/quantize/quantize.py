@@ -119,7 +119,7 @@ class QuantPlan:
     ``observe``: tensors to calibrate. ``quantized``: tensor -> the tensor whose parameters it takes (itself, or a
     data-movement op's input). ``readers``: tensor -> (node, slot) pairs that read its DQ; ``all_readers``: tensors
     every reader (and the graph output) takes as DQ, because an int8 op writes them. ``weights``: anchor ->
-    (slot, channel axis).
+    (slot, channel axis); ``biases``: anchor -> the float bias its int32 bias is made from.
     """
 
     options: QuantizeOptions
@@ -129,6 +129,7 @@ class QuantPlan:
     readers: dict[str, list[tuple[str, int]]]
     all_readers: set[str]
     weights: dict[str, tuple[int, int]]
+    biases: dict[str, str] = field(default_factory=dict)   # anchor -> its float bias constant
 
     @property
     def int8_nodes(self) -> list[str]:
@@ -267,6 +268,18 @@ def _grow(g: Graph, anchor: Node, claimed: set[str], excluded: set[str]) -> _Uni
     return _Unit("group", nodes, cur, [(anchor.name, 0)], residual)
 
 
+def _group_bias(g: Graph, u: _Unit) -> str | None:
+    """The float bias constant of group ``u``: Conv's B, Gemm's C, or the constant of MatMul's bias Add."""
+    anchor = u.nodes[0]
+    if anchor.op in ("Conv", "Gemm"):
+        return anchor.inputs[2] if len(anchor.inputs) > 2 and anchor.inputs[2] else None
+    if len(u.nodes) > 1 and u.nodes[1].op == "Add":
+        other = [t for t in u.nodes[1].inputs if t != anchor.outputs[0]]
+        if len(other) == 1 and g.tensors[other[0]].const is not None:
+            return other[0]
+    return None
+
+
 def _read_as_int8(g: Graph, u: _Unit, by_node: dict[str, _Unit]) -> bool:
     for r in g.consumers(u.out):
         v = by_node.get(r.name)
@@ -338,6 +351,7 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     readers: dict[str, list[tuple[str, int]]] = {}
     all_readers: set[str] = set()
     weights: dict[str, tuple[int, int]] = {}
+    biases: dict[str, str] = {}
     for u in active:
         ins = list(u.int8_in) + ([u.residual] if u.residual is not None and u.int8_out else [])
         for node, slot in ins:
@@ -350,6 +364,9 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
             quantized[u.out] = src
         if u.kind == "group":
             weights[u.name] = _channels(g, u.nodes[0])
+            b = _group_bias(g, u)
+            if b:
+                biases[u.name] = b
         out = options.storage if u.int8_out else "float32"
         for m in u.nodes:
             what = "" if m is u.nodes[0] else f"fused into {u.name}"
@@ -368,7 +385,7 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
         decisions.setdefault(n.name, Decision(n.name, n.op, "fp32", f"no int8 form for {n.op}"))
     observe = list(dict.fromkeys(quantized.values()))
     return QuantPlan(options, {n.name: decisions[n.name] for n in topo}, observe, quantized, readers, all_readers,
-                     weights)
+                     weights, biases)
 
 
 # -- parameters ---------------------------------------------------------------------------------------------------
@@ -384,15 +401,21 @@ def activation_params(lo: float, hi: float, dtype: str) -> tuple[np.float32, int
     return scale, zp
 
 
-def weight_params(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 weights, float32 scales) symmetric in [-127, 127], per slice along ``axis`` (None: per tensor)."""
+def weight_params(w: np.ndarray, axis: int | None,
+                  min_scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weights, float32 scales) symmetric in [-127, 127], per slice along ``axis`` (None: per tensor);
+    no scale below ``min_scale`` (per slice or one value)."""
     w = np.asarray(w, np.float32)
     if axis is None:
         amax = np.asarray(np.abs(w).max() if w.size else 0.0, np.float64)
     else:
         other = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=other).astype(np.float64) if w.size else np.zeros(w.shape[axis])
-    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0)
+    if min_scale is not None:
+        floor = np.asarray(min_scale, np.float64)
+        scale = np.maximum(scale, floor.max() if axis is None else floor)
+    scale = scale.astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
@@ -414,20 +437,40 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
                              f"{', '.join(n for n, _ in plan.readers.get(t, [])) or 'int8 ops'}); "
                              "it cannot be quantized: check the calibration data, or exclude= its readers")
         params[t] = activation_params(rng[0], rng[1], storage)
-    for t, src in plan.quantized.items():
-        scale, zp = params[src]
-        _insert_pair(g, t, scale, zp, storage, plan.readers.get(t, []), t in plan.all_readers)
     for anchor, (slot, axis) in plan.weights.items():
         n = g.node(anchor)
         w = g.tensors[n.inputs[slot]].const
-        q, scale = weight_params(w, axis if plan.options.per_channel else None)
+        q, scale = weight_params(w, axis if plan.options.per_channel else None,
+                                 _bias_floor(g, plan, anchor, params, w.shape[axis]))
         qn = g.add_const(q, f"{n.inputs[slot]}/int8")
         sn = g.add_const(scale if plan.options.per_channel else scale.reshape(()), f"{n.inputs[slot]}/scale")
         dq = g.add("DequantizeLinear", [qn, sn], name=f"{anchor}/weights", axis=axis)
         ins = list(n.inputs)
         ins[slot] = dq
         g.set_inputs_of(n, ins)
+    for t, src in plan.quantized.items():  # NOTE: after the weights, whose bias floor reads the anchors' inputs
+        scale, zp = params[src]
+        _insert_pair(g, t, scale, zp, storage, plan.readers.get(t, []), t in plan.all_readers)
     return g
+
+
+#: the int32 bias (bias / (x_scale * w_scale)) is kept within 2^30, half of int32, so the accumulator has headroom
+BIAS_LIMIT = float(2 ** 30)
+
+
+def _bias_floor(g: Graph, plan: QuantPlan, anchor: str, params: dict, n_out: int) -> np.ndarray | None:
+    """Per output channel, the smallest weight scale that keeps the bias representable in int32.
+
+    A channel whose weights are all near zero (BatchNorm folding with a tiny gamma does this) but whose bias is not
+    would get a tiny weight scale, and its bias in units of ``x_scale * w_scale`` would overflow int32: such
+    channels get a coarser weight scale instead (their weights contribute little anyway)."""
+    b = plan.biases.get(anchor)
+    x = g.node(anchor).inputs[0]
+    if b is None or plan.quantized.get(x) not in params:
+        return None
+    bias = np.abs(np.broadcast_to(g.tensors[b].const.astype(np.float64).reshape(-1), (n_out,)))
+    x_scale = float(params[plan.quantized[x]][0])
+    return bias / (x_scale * BIAS_LIMIT)
 
 
 def _insert_pair(g: Graph, t: str, scale: np.float32, zp: int, dtype: str, readers: list[tuple[str, int]],

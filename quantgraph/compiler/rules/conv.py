@@ -3,12 +3,19 @@
     Conv(x, W, B?)                                ==>  FusedConv(x, W, B?)
     Add(FusedConv(x, W, B?), c)                   ==>  FusedConv(x, W, B + c)      (c constant, one value per channel)
     Add(FusedConv(x, W, B?), z)                   ==>  FusedConv(x, W, B?, Z=z)    (z computed, same shape: residual)
+
+and, before quantization (``PAD_FOLDING``, in RECOGNIZE), the explicit zero padding TF-style exporters put in front
+of a convolution into the convolution's own pads (one pass over the tensor less; the int8 conv pads with the
+activation zero point, so the padded zeros stay exact):
+
+    Conv(Pad(x, pads, 0, mode=constant), W, B?)   ==>  Conv(x, W, B?, pads = pads + conv pads)    (H/W pads only)
 """
 from __future__ import annotations
 
 import numpy as np
 
 from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Var, rule
+from quantgraph.ir.ops.shape import _pad_plan
 
 
 def plain(n) -> bool:  # noqa: ANN001 - a Node
@@ -67,4 +74,36 @@ def conv_residual(m: Match):
     return m.emit("FusedConv", ins[:3] + [m["z"]], **conv.attrs)
 
 
+@rule(Op("Conv", Op("Pad", Var("x"), Const("pads"), ..., name="pad"), Var("w"), ..., name="conv"))
+def pad_into_conv(m: Match):
+    """Conv(Pad(x, pads, 0), W, B?) ==> Conv(x, W, B?) with the spatial pads added to the conv's."""
+    pad, conv = m.node("pad"), m.node("conv")
+    if pad.attrs["mode"] != "constant":
+        return m.fail(f"Pad mode is {pad.attrs['mode']}; only constant (zero) padding is a conv's padding")
+    if conv.attrs["auto_pad"] != "NOTSET":
+        return m.fail(f"the conv has auto_pad={conv.attrs['auto_pad']}")
+    rank = m["x"].rank
+    if rank != 4:
+        return m.fail(f"the input has rank {rank}; expected 4 (NCHW)")
+    for slot in (2, 3):
+        t = pad.inputs[slot] if len(pad.inputs) > slot else ""
+        if t and m.graph.tensors[t].const is None:
+            return m.fail("the pad value or axes are computed, not constants")
+    value = pad.inputs[2] if len(pad.inputs) > 2 else ""
+    if value and np.any(m.graph.tensors[value].const != 0):
+        return m.fail("the pad value is not 0")
+    axes = pad.inputs[3] if len(pad.inputs) > 3 else ""
+    plan = _pad_plan(pad, rank, [int(v) for v in m["pads"].value.reshape(-1)],
+                     None if not axes else [int(v) for v in m.graph.tensors[axes].const.reshape(-1)])
+    if any(plan.get(a, (0, 0)) != (0, 0) for a in (0, 1)):
+        return m.fail("the Pad pads the batch or channel axis")
+    if any(v < 0 for a in (2, 3) for v in plan.get(a, (0, 0))):
+        return m.fail("the Pad crops (negative pads)")
+    cp = list(conv.attrs["pads"]) or [0, 0, 0, 0]
+    (t, b), (lft, r) = plan.get(2, (0, 0)), plan.get(3, (0, 0))
+    pads = (cp[0] + t, cp[1] + lft, cp[2] + b, cp[3] + r)
+    return m.emit("Conv", [m["x"], *conv.inputs[1:]], **{**conv.attrs, "pads": pads})
+
+
 RULES = RuleSet([conv_to_fused, conv_add_bias, conv_residual], "conv")
+PAD_FOLDING = RuleSet([pad_into_conv], "pad_folding")
