@@ -84,6 +84,22 @@ def _bottleneck(b: _Builder, x: str, cin: int, width: int, stride: int) -> str:
     return b.node("Relu", [b.node("Add", [y, short], "add")], "relu")
 
 
+def _classifier(b: _Builder, y: str, cin: int, batch: int | str, image: int, classes: int,
+                name: str) -> onnx.ModelProto:
+    """Global average pool, Flatten and the "fc" Gemm to ``classes`` logits ("output"), as torchvision exports it;
+    the model's input is "input" (batch, 3, image, image)."""
+    y = b.node("GlobalAveragePool", [y], "avgpool")
+    y = b.node("Flatten", [y], "flatten", axis=1)
+    fc_w = (b.rng.standard_normal((classes, cin)) * math.sqrt(1.0 / cin)).astype(np.float32)
+    fc_b = (b.rng.standard_normal(classes) * 0.01).astype(np.float32)
+    b.node("Gemm", [y, b.const(fc_w, "fc_w"), b.const(fc_b, "fc_b")], "fc", alpha=1.0, beta=1.0, transB=1)
+    b.nodes[-1].output[0] = "output"
+    b.nodes[-1].name = "fc"
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, image, image])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])
+    return b.model([inp], [out], name)
+
+
 def resnet50(batch: int | str = "N", seed: int = 0, image: int = 224, classes: int = 1000) -> onnx.ModelProto:
     """torchvision-style ResNet-50 v1.5 (53 convolutions): input "input" float32 (batch, 3, image, image).
 
@@ -101,16 +117,7 @@ def resnet50(batch: int | str = "N", seed: int = 0, image: int = 224, classes: i
         for i in range(blocks):
             y = _bottleneck(b, y, cin, width, stride if i == 0 else 1)
             cin = width * 4
-    y = b.node("GlobalAveragePool", [y], "avgpool")
-    y = b.node("Flatten", [y], "flatten", axis=1)
-    fc_w = (b.rng.standard_normal((classes, cin)) * math.sqrt(1.0 / cin)).astype(np.float32)
-    fc_b = (b.rng.standard_normal(classes) * 0.01).astype(np.float32)
-    y = b.node("Gemm", [y, b.const(fc_w, "fc_w"), b.const(fc_b, "fc_b")], "fc", alpha=1.0, beta=1.0, transB=1)
-    b.nodes[-1].output[0] = "output"
-    b.nodes[-1].name = "fc"
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, image, image])
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])
-    return b.model([inp], [out], "resnet50")
+    return _classifier(b, y, cin, batch, image, classes, "resnet50")
 
 
 # ---------------------------------------------------------------------------------------------------- MobileNetV2
@@ -160,16 +167,7 @@ def mobilenet_v2(batch: int | str = "N", seed: int = 0, image: int = 224, classe
             cin = cout
     last = _make_divisible(1280 * max(1.0, width))
     y = _conv_bn(b, y, cin, last, 1, 1, relu6=True)
-    y = b.node("GlobalAveragePool", [y], "avgpool")
-    y = b.node("Flatten", [y], "flatten", axis=1)
-    fc_w = (b.rng.standard_normal((classes, last)) * math.sqrt(1.0 / last)).astype(np.float32)
-    fc_b = (b.rng.standard_normal(classes) * 0.01).astype(np.float32)
-    y = b.node("Gemm", [y, b.const(fc_w, "fc_w"), b.const(fc_b, "fc_b")], "fc", alpha=1.0, beta=1.0, transB=1)
-    b.nodes[-1].output[0] = "output"
-    b.nodes[-1].name = "fc"
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, image, image])
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])
-    return b.model([inp], [out], "mobilenet_v2")
+    return _classifier(b, y, last, batch, image, classes, "mobilenet_v2")
 
 
 # -------------------------------------------------------------------------------------------------- BERT encoder

@@ -235,17 +235,24 @@ def _conv_rule(m: Match, out: tuple[Value, Value | None, str] | None):
     why = _activation_in(m, "the input") or _weights(m, 0)
     if why:
         return m.fail(why)
-    epi = _epilogue(m, m["conv"].shape)
+    return _emit(m, "QConv", m["w"], m["w"].shape[0], m["conv"].shape, out,
+                 {k: conv.attrs[k] for k in CONV_ATTRS})
+
+
+def _emit(m: Match, op: str, w: Value, n_out: int, core_shape: tuple | None,
+          out: tuple[Value, Value | None, str] | None, attrs: dict):
+    """The epilogue, the int32 bias and the emitted QConv / QMatMul (``w`` as the kernel reads it), or a refusal."""
+    epi = _epilogue(m, core_shape)
     if isinstance(epi, str):
         return m.fail(epi)
-    bias = _int_bias(m, _acc_scale(m), m["w"].shape[0])
+    bias = _int_bias(m, _acc_scale(m), n_out)
     if isinstance(bias, str):
         return m.fail(bias)
     (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
     ys, yz, dtype = out or (None, None, "float32")
     res = epi.pop("residual")
-    ins = [m["x"], xs, xz, m["w"], ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
-    return m.emit("QConv", ins, out_dtype=dtype, **{k: conv.attrs[k] for k in CONV_ATTRS}, **epi)
+    ins = [m["x"], xs, xz, w, ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
+    return m.emit(op, ins, out_dtype=dtype, **attrs, **epi)
 
 
 @rule(_with_epilogue(_conv), shared=_SHARED)
@@ -287,19 +294,8 @@ def _matmul_rule(m: Match, out: tuple[Value, Value | None, str] | None):
     why = _activation_in(m, "A") or _weights(m, 0 if trans else 1)
     if why:
         return m.fail(why)
-    epi = _epilogue(m, m["badd" if "badd" in m else "mm"].shape)
-    if isinstance(epi, str):
-        return m.fail(epi)
-    n_out = w.shape[0 if trans else 1]
-    bias = _int_bias(m, _acc_scale(m), n_out)
-    if isinstance(bias, str):
-        return m.fail(bias)
-    (xs, xz), (ws, wz) = _qdq_params(m, "dqx"), _qdq_params(m, "dqw")
     wk = m.const(np.ascontiguousarray(w.value.T), "w") if trans else w
-    ys, yz, dtype = out or (None, None, "float32")
-    res = epi.pop("residual")
-    ins = [m["x"], xs, xz, wk, ws, wz, ys, yz, None if bias is None else m.const(bias, "bias"), *res]
-    return m.emit("QMatMul", ins, out_dtype=dtype, **epi)
+    return _emit(m, "QMatMul", wk, w.shape[0 if trans else 1], m["badd" if "badd" in m else "mm"].shape, out, {})
 
 
 @rule(_with_epilogue(_mm), shared=_SHARED)
