@@ -22,7 +22,7 @@ def _portable_tile(kind: str, mr: int):
 
     g = KIND_GROUP[kind]
 
-    @njit(nogil=True)
+    @njit(error_model="numpy", nogil=True)
     def tile(a, a_off, lda, b, b_off, kg, c, c_off, ldc):
         acc = np.zeros((mr, NR), np.int64)
         for gi in range(kg):
@@ -64,7 +64,7 @@ def fused_microkernel(isa: str, kind: str, mr: int, has_bias: bool, has_res: boo
 def _no_strip():
     from numba import njit
 
-    @njit(nogil=True)
+    @njit(error_model="numpy", nogil=True)
     def strip(*args):  # pragma: no cover - typed only, never run (see amx_strip)
         raise AssertionError("AMX strip called on a non-AMX rung")
 

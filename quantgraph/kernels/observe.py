@@ -14,7 +14,7 @@ from numba import njit
 _CHUNK = 4096
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def histogram_f32(x: np.ndarray, scale: np.float32, offset: int, counts: np.ndarray) -> None:
     """``counts[floor(v * scale) - offset] += 1`` for every value of 1-D finite ``x``.
 

@@ -9,11 +9,7 @@ transpose is materialised and the context is written straight into the output's 
 2. P = softmax(scores * scale + mask) per row   (``softmax_scaled``: one pass per row, parallel over all rows)
 3. out[b, :, h*Dv:(h+1)*Dv] = P[b, h] @ V_bh     (BLAS, into the output view)
 
-NOTE: this numba build has no SVML, so ``math.exp`` in a loop is a scalar libm call (~4 ns/element, the largest cost
-of an unfused softmax). ``_exp_rows`` is a Cephes-style expf (range reduction by ln 2, degree-6 polynomial, 2^n
-built in the exponent bits) written as plain loops LLVM vectorises; it is accurate to about 2 ulp on the
-max-subtracted logits (<= 0) it sees and gives exactly 0 below -87.3 (where expf is denormal or 0; the row sum
-is >= 1, so the difference is far below float32 resolution).
+The softmax's exp is ``expf.exp_nonpos_row`` (vectorised; the logits are <= 0 once the row max is subtracted).
 """
 from __future__ import annotations
 
@@ -25,39 +21,13 @@ from numba import njit, prange
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.kernels.checks import float32_only
+from quantgraph.kernels.fp32.expf import exp_nonpos_row
 from quantgraph.kernels.registry import Kernel, register
 
-_LOG2E = np.float32(1.44269504088896341)
-_C1 = np.float32(0.693359375)            # ln 2 split into an exact high part ...
-_C2 = np.float32(-2.12194440e-4)         # ... and the remainder
-_LO = np.float32(-87.3)                  # exp(_LO) is still a normal float32
 _ROWS = 16                               # rows per parallel work item
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _exp_rows(x, bits, n):
-    """x[:n] = exp(x[:n]) for x <= 0 (vectorisable: no calls); ``bits`` is int32 scratch of >= n."""
-    for j in range(n):
-        xj = x[j]
-        v = max(xj, _LO)
-        k = np.floor(v * _LOG2E + np.float32(0.5))
-        r = v - k * _C1 - k * _C2
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        # NOTE: exact 0 below _LO: a tiny normal times 1/sum would be a denormal, and denormal operands make the
-        # following P @ V GEMM ~10x slower
-        x[j] = p * r * r + r + np.float32(1.0) if xj >= _LO else np.float32(0.0)
-        bits[j] = (np.int32(k) + np.int32(127)) << 23
-    two_n = bits.view(np.float32)
-    for j in range(n):
-        x[j] = x[j] * two_n[j]
-
-
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def softmax_scaled(s, mask, has_mask, scale):
     """s[b, h, i] = softmax(s[b, h, i] * scale + mask[b, h, i]) in place over a (B, H, Sq, Skv) array.
 
@@ -85,7 +55,7 @@ def softmax_scaled(s, mask, has_mask, scale):
                 m = max(m, row[j])
             for j in range(kv_len):
                 row[j] = row[j] - m
-            _exp_rows(row, bits, kv_len)
+            exp_nonpos_row(row, bits, kv_len)
             total = np.float32(0.0)
             for j in range(kv_len):
                 total += row[j]

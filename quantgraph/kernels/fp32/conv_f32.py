@@ -46,7 +46,7 @@ class ConvGeom:
         return self.group == self.c == self.m and self.group > 1
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def im2col_nchw(x, cols, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
     """x (C, H, W) -> cols (C*kh*kw, oh*ow); zeros where the window reads padding."""
     c, h, w = x.shape
@@ -78,7 +78,7 @@ def im2col_nchw(x, cols, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                     row[base + ox] = xr[ix] if 0 <= ix < w else np.float32(0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def im2col_nhwc(x, cols, c0, cg, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
     """x (H, W, C) -> cols (oh*ow, kh*kw*cg) for channels [c0, c0+cg); the (ki, kj, c) order matches ``pack_conv``."""
     h, w, _ = x.shape
@@ -99,7 +99,7 @@ def im2col_nhwc(x, cols, c0, cg, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                             row[base + c] = np.float32(0.0)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def depthwise_nchw(x, w, y, sh, sw, dh, dw, pt, pl):
     """y[n, c] = sum_k x[n, c, window] * w[c, 0, k]; x (N, C, H, W), w (C, 1, kh, kw), y (N, C, OH, OW)."""
     n_, c_, h, wd = x.shape
@@ -126,7 +126,7 @@ def depthwise_nchw(x, w, y, sh, sw, dh, dw, pt, pl):
                             yo[oy, ox] += xi[iy, ix] * wv
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def depthwise_nhwc(x, w, y, sh, sw, dh, dw, pt, pl):
     """NHWC depthwise: x (N, H, W, C), w packed (kh, kw, C), y (N, OH, OW, C); vectorized over C."""
     n_, h, wd, c_ = x.shape

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from quantgraph.ir.ops.activation import ACTIVATIONS
+from quantgraph.kernels.fp32.expf import exp_nonpos_row
 
 #: activation name -> the code the kernels branch on (the activation table, quantgraph/ir/ops/activation.py)
 ACT_CODES = {a.name: a.code for a in ACTIVATIONS.values()}
@@ -21,7 +22,7 @@ _EMPTY1 = np.zeros(0, np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
 
 
-@njit(inline="always", fastmath=True)
+@njit(error_model="numpy", inline="always", fastmath=True)
 def _erf(x):
     # Rational approximation of erf on [-4, 4] (outside it erf is +-1 in float32); max abs error ~1e-7, and
     # unlike math.erf it vectorizes.
@@ -41,12 +42,24 @@ def _erf(x):
     return p / q
 
 
-@njit(inline="always", fastmath=True)
-def _sigmoid(v):
-    return np.float32(1.0) / (np.float32(1.0) + math.exp(-v))
+@njit(error_model="numpy", fastmath=True, cache=True, inline="always")
+def _sigmoid_row(r, silu):
+    """r = sigmoid(r) (or r * sigmoid(r)) in place, vectorised: e = exp(-|v|) <= 1 never overflows, and
+    sigmoid(v) = 1 / (1 + e) for v >= 0, e / (1 + e) below."""
+    n = r.shape[0]
+    e = np.empty(n, np.float32)
+    bits = np.empty(n, np.int32)
+    for j in range(n):
+        e[j] = -abs(r[j])
+    exp_nonpos_row(e, bits, n)
+    for j in range(n):
+        v = r[j]
+        inv = np.float32(1.0) / (np.float32(1.0) + e[j])
+        s = inv if v >= np.float32(0.0) else e[j] * inv
+        r[j] = v * s if silu else s
 
 
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def act_row(r, act, alpha, beta):
     """Apply activation code ``act`` (``Activation.code``) to the 1-D float32 array ``r`` in place."""
     n = r.shape[0]
@@ -65,15 +78,12 @@ def act_row(r, act, alpha, beta):
         for j in range(n):
             r[j] = min(max(r[j], a), b)
     elif act == 4:
-        for j in range(n):
-            r[j] = _sigmoid(r[j])
+        _sigmoid_row(r, False)
     elif act == 5:
         for j in range(n):
             r[j] = math.tanh(r[j])
     elif act == 6:
-        for j in range(n):
-            v = r[j]
-            r[j] = v * _sigmoid(v)
+        _sigmoid_row(r, True)
     elif act == 7:
         for j in range(n):
             r[j] = min(max(r[j] * a + b, np.float32(0.0)), np.float32(1.0))
@@ -100,7 +110,7 @@ def act_row(r, act, alpha, beta):
             r[j] = v * math.tanh(math.log1p(math.exp(-abs(v))) + max(v, np.float32(0.0)))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def epilogue_2d(y, bias, bias_mode, z, has_z, act, alpha, beta):
     """y[i, j] = act(y[i, j] + bias[i or j] + z[i, j]) in place; bias_mode: 0 none, 1 per row, 2 per column."""
     rows, cols = y.shape
@@ -120,7 +130,7 @@ def epilogue_2d(y, bias, bias_mode, z, has_z, act, alpha, beta):
         act_row(r, act, alpha, beta)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def unary_2d(x, y, act, alpha, beta):
     """y = act(x) row by row (x and y may be the same array)."""
     for i in prange(x.shape[0]):

@@ -6,28 +6,32 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from quantgraph.kernels.fp32.expf import exp_nonpos_row
 
-@njit(parallel=True, fastmath=True, cache=True)
+
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def softmax_rows(x, y):
     """y[i] = softmax(x[i]) over a (rows, n) array; x and y may be the same."""
     rows, n = x.shape
     for i in prange(rows):
+        bits = np.empty(n, np.int32)
         xr = x[i]
         yr = y[i]
         m = xr[0]
         for j in range(1, n):
             m = max(m, xr[j])
+        for j in range(n):
+            yr[j] = xr[j] - m
+        exp_nonpos_row(yr, bits, n)
         s = np.float32(0.0)
         for j in range(n):
-            e = math.exp(xr[j] - m)
-            yr[j] = e
-            s += e
+            s += yr[j]
         inv = np.float32(1.0) / s
         for j in range(n):
             yr[j] *= inv
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def layernorm_rows(x, scale, bias, has_bias, eps, y):
     """y[i] = (x[i] - mean) / sqrt(var + eps) * scale + bias, over (rows, n); accumulates in float64."""
     rows, n = x.shape
@@ -53,7 +57,7 @@ def layernorm_rows(x, scale, bias, has_bias, eps, y):
                 yr[j] = (xr[j] - m32) * i32 * scale[j]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def channel_affine(x, a, b, y):
     """y[n, c, :] = x[n, c, :] * a[c] + b[c] over (N, C, S) views (inference BatchNormalization)."""
     n_, c_, s_ = x.shape

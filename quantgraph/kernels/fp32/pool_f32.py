@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def pool_nchw(x, y, is_max, kh, kw, sh, sw, dh, dw, pt, pl, include_pad):
     n_, c_, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -39,7 +39,7 @@ def pool_nchw(x, y, is_max, kh, kw, sh, sw, dh, dw, pt, pl, include_pad):
                     yo[oy, ox] = acc / np.float32(kh * kw if include_pad else max(cnt, 1))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def pool_nhwc(x, y, is_max, kh, kw, sh, sw, dh, dw, pt, pl, include_pad):
     n_, h, w, c_ = x.shape
     oh, ow = y.shape[1], y.shape[2]

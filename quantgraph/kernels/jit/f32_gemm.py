@@ -42,7 +42,7 @@ _T2 = tile_kernel(ISA, 2, NR)
 _T1 = tile_kernel(ISA, 1, NR)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z, z_off, ldz, epi, lo, hi):
     """``rows`` rows of A times one B micro-panel into C: main tiles, then the 8/4/2/1 tail; ``epi`` != 0 applies
     the in-register epilogue (bias[col0:], z rows from ``z_off``)."""
@@ -72,7 +72,7 @@ def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z
 _NONE, _RELU, _CLIP = ACT_CODES["none"], ACT_CODES["relu"], ACT_CODES["clip"]
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _epi_flags(has_bias, has_z, act):
     """Microkernel epilogue flags for the last K block, or -1 when the activation needs the post-pass (then the
     whole epilogue runs there, as before)."""
@@ -86,7 +86,7 @@ def _epi_flags(has_bias, has_z, act):
     return -1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _chunk(ci, nmc, m):
     """Rows [r0, r1) of M chunk ``ci`` of ``nmc``: whole MR tiles dealt out as evenly as possible."""
     nt = (m + MR - 1) // MR
@@ -95,7 +95,7 @@ def _chunk(ci, nmc, m):
     return r0, r1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused):
     """Copy the N-tail panel out of ``tail`` and run the epilogue over the task's block; with ``fused`` the full
     panels already had it in the microkernel, so only the tail panel's columns get it here."""
@@ -123,7 +123,7 @@ def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha
             act_row(row, act, alpha, beta)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg, nmc):
     """out[:m, :n] = act(a @ B + bias + z); ``bp`` is B packed ``[npan][k][NR]``; tasks (nmc row chunks of at most
     ``mc`` rows) x (pg panels)."""
@@ -162,7 +162,7 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
         _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _im2col_block(x, xf, buf, rows, rimg, riy, rix, k0, kc, cg, kh, kw, dh, dw, seg_c, seg_n, seg_dy, seg_dx,
                   run_src, run_n):
     """buf[i*KC + j] = im2col(x)[row i, k0 + j] for an NHWC batch ``x`` (N, H, W, cg); row i reads image
@@ -237,7 +237,7 @@ def _im2col_block(x, xf, buf, rows, rimg, riy, rix, k0, kc, cg, kh, kw, dh, dw, 
             dst += ln
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg, nmc,
                  oh, ow, kw, sh, sw, dh, dw, pt, pl, xf, kh):
     """NHWC conv (group 1) as one parallel region: out (N*oh*ow, n) = act(im2col(x) @ B + bias + z). Each task

@@ -45,7 +45,7 @@ QMIN = np.float64(-128.0) if OUT == 3 else np.float64(0.0)
 QMAX = np.float64(127.0) if OUT == 3 else np.float64(255.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
     """acc[r*NR + j] (r < mr, j < ncols) -> out[row0 + r, ocol0 + col0 + j]; see epilogue.py for the order."""
     bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
@@ -93,7 +93,7 @@ def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
                 out[orow, oc] = q
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _row_block(a, a_off, lda, rows, bp, panel, kg, n, scratch, ep, out, row0, ocol0):
     """Rows [0, rows) of A (starting at element a_off) times one packed panel, through the epilogue."""
     b_off = panel * kg * NR * G
@@ -138,7 +138,7 @@ def _row_block(a, a_off, lda, rows, bp, panel, kg, n, scratch, ep, out, row0, oc
         _epilogue(scratch, 1, row0 + r, col0, ncols, ep, out, ocol0)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def gemm(a, lda, m, bp, kg, n, ep, out, ocol0, mc, pg):
     """out[:m, ocol0:ocol0+n] = epilogue(A[m, K] @ B); ``a`` is A flattened (row stride lda >= kg*G).
 
@@ -158,7 +158,7 @@ def gemm(a, lda, m, bp, kg, n, ep, out, ocol0, mc, pg):
             _row_block(a, r0 * lda, lda, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _amx_strip(a, a_off, lda, rr, bp, ks, k0, nk, ep, out, row0, ocol0, q0, q1, first, fuse, cbuf):
     """One AMX strip call: rows [0, rr) x panels [q0, q1) x K-steps [k0, k0 + nk)."""
     bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
@@ -175,7 +175,7 @@ def _amx_strip(a, a_off, lda, rr, bp, ks, k0, nk, ep, out, row0, ocol0, q0, q1, 
         _S16(*args)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _amx_rows(a, a_off, lda, rows, bp, ks, n, p0, p1, pblk, ep, out, row0, ocol0, cbuf, ctail):
     """AMX: rows [0, rows) of A (from element ``a_off``, ``lda`` bytes apart) times panels [p0, p1).
 
@@ -209,7 +209,7 @@ def _amx_rows(a, a_off, lda, rows, bp, ks, n, p0, p1, pblk, ep, out, row0, ocol0
                 _epilogue(ctail, rr, row0 + r, f1 * NR, n - f1 * NR, ep, out, ocol0)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _aligned_u8(nbytes):
     """An uninitialized u8 buffer whose data starts on a 64-byte boundary (tile rows must not straddle lines)."""
     raw = np.empty(nbytes + 64, np.uint8)
@@ -217,7 +217,7 @@ def _aligned_u8(nbytes):
     return raw[start:start + nbytes]
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _copy_rows(a, lda, k, r0, rows, kp, xorv, buf):
     """Rows [r0, r0 + rows) of A (``lda`` bytes apart, K = k) into buf[rows, kp]: bytes xor ``xorv``, K padded
     with zeros (their packed weights are zero too)."""
@@ -231,7 +231,7 @@ def _copy_rows(a, lda, k, r0, rows, kp, xorv, buf):
             buf[dst + c] = 0
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def gemm_amx(a, lda, m, k, bp, ks, n, ep, out, ocol0, mt, pg, pblk, xorv, copy):
     """AMX GEMM: ``a`` is A (u8, s8 viewed as u8 with ``xorv = 0x80``) flattened, ``lda`` bytes per row, ``bp`` the
     ``amx`` layout (K padded to ``ks`` steps of 64 bytes).
@@ -262,7 +262,7 @@ def gemm_amx(a, lda, m, k, bp, ks, n, ep, out, ocol0, mt, pg, pblk, xorv, copy):
             _amx_rows(buf, 0, kp, rows, bp, ks, n, p0, min(p0 + pg, npan), pblk, ep, out, r0, ocol0, cbuf, ctail)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, r0, rows, kp, buf):
     """Patches of output pixels [r0, r0 + rows) into buf[rows, kp] (u8), K order (ky, kx, c).
 
@@ -299,7 +299,7 @@ def _im2col_rows(xf, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, d
                         buf[o + c] = xpad
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bp, kg, n, ep,
                 out, ocol0, mc, pblk):
     """NHWC conv of one channel group: im2col ``mc`` output pixels at a time into a per-task buffer, then GEMM.
@@ -333,7 +333,7 @@ def conv_im2col(xf, nb, hh, ww, cc, xpad, xorv, cin0, cg, kh, kw, sh, sw, ph, pw
                 _row_block(buf, 0, kp, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def conv_depthwise(x, xpad, xorv, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, ep, out):
     """NHWC depthwise conv (one filter per channel), ``w`` int8 [kh, kw, C], int32 sums in fixed tap order."""
     nb, hh, ww, cc = x.shape[0], x.shape[1], x.shape[2], x.shape[3]

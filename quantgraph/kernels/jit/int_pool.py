@@ -13,13 +13,13 @@ VERSION = 1
 # --- END PARAMS ---
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
 def _requant(y, oscale, ozp, qlo, qhi):
     q = np.rint(y / oscale) + ozp
     return qlo if not q >= qlo else (qhi if q > qhi else q)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lowest, out):
     """out[b, y, x, c] = max over the valid taps (padding never wins; no valid tap gives ``lowest``)."""
     nb, hh, ww, cc = x.shape
@@ -43,7 +43,7 @@ def max_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, lowest, out):
                             out[b, y, xo, c] = v
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def avg_pool(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, include_pad, xzp, xscale, oscale, ozp, qlo, qhi, out):
     """q = requant(float32(sum(x - xzp)) / float32(count) * xscale); count counts padding if include_pad."""
     nb, hh, ww, cc = x.shape
@@ -75,7 +75,7 @@ BLOCK = 16384  # elements per parallel task of the flat elementwise kernels
 ZERO32 = np.float32(0.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _add_block(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out, i0, i1):
     # NOTE: unsigned indices: no negative-index wraparound code, so LLVM vectorizes the loop (8x faster)
     for i in range(np.uint64(i0), np.uint64(i1)):
@@ -85,7 +85,7 @@ def _add_block(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out,
         out[i] = _requant(y, oscale, ozp, qlo, qhi)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def add_requant(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out):
     """out = requant(float32(a - azp) * ascale + float32(b - bzp) * bscale, optionally relu'd); flat arrays."""
     n = a.size
@@ -98,13 +98,13 @@ def add_requant(a, b, azp, ascale, bzp, bscale, relu, oscale, ozp, qlo, qhi, out
             _add_block(a, b, azp, ascale, bzp, bscale, False, oscale, ozp, qlo, qhi, out, i0, i1)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _quantize_run(x, s, z, qlo, qhi, out, i0, i1):
     for i in range(np.uint64(i0), np.uint64(i1)):
         out[i] = _requant(x[i], s, z, qlo, qhi)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def quantize(x, scale, zp, qlo, qhi, out, cc, inner):
     """ONNX QuantizeLinear: out = saturate(rint(x / scale[c]) + zp[c]) on flat float32 ``x`` viewed as (outer, C,
     inner), one scale / zero point per C (C = 1: per tensor). Tasks: blocks of one (o, c) row."""
@@ -118,13 +118,13 @@ def quantize(x, scale, zp, qlo, qhi, out, cc, inner):
         _quantize_run(x, scale[c], np.float32(zp[c]), qlo, qhi, out, i0, i1)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def _dequantize_run(x, s, z, out, i0, i1):
     for i in range(np.uint64(i0), np.uint64(i1)):
         out[i] = np.float32(np.int32(x[i]) - z) * s
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def dequantize(x, scale, zp, out, cc, inner):
     """ONNX DequantizeLinear: out = float32(x - zp[c]) * scale[c] (float32 product of exact operands, i.e. the
     correctly rounded real value); flat arrays, layout as in ``quantize``."""
@@ -138,7 +138,7 @@ def dequantize(x, scale, zp, out, cc, inner):
         _dequantize_run(x, scale[c], zp[c], out, i0, i1)
 
 
-@njit(nogil=True, cache=True)
+@njit(error_model="numpy", nogil=True, cache=True)
 def requant_block(x, xzp, xscale, oscale, ozp, qlo, qhi, out, ocol0):
     """out[r, ocol0 + j] = requant(float32(x[r, j] - xzp) * xscale): one concat input, as 2-D [outer, inner]."""
     for r in range(x.shape[0]):
