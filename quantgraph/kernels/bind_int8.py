@@ -1,6 +1,6 @@
 """Lowering of the int8 ops onto the int8 kernels: accepts (a refusal reason), prepack, bind (prebound steps).
 
-Serves QConv, QMatMul (``ir/ops/fused_quant.py``), QAdd, NHWC int8 max pooling and the standalone
+Serves QConv, QMatMul (``ir/ops/fused_quant.py``), QAdd, QAveragePool, QConcat, NHWC int8 max pooling and the standalone
 QuantizeLinear / DequantizeLinear; the records at the end register them in the kernel registry. Only ir types and the
 kernels are used here.
 
@@ -29,7 +29,7 @@ from quantgraph.ir.ops.spatial import window
 from quantgraph.ir.shapes import normalize_axis
 from quantgraph.kernels import cache
 from quantgraph.kernels.conv_int8 import ConvSpec, PackedConv, conv_steps, pack_conv_weights
-from quantgraph.kernels.eltwise_int8 import add_requant_step, dequantize_step, quantize_step
+from quantgraph.kernels.eltwise_int8 import add_requant_step, concat_requant_steps, dequantize_step, quantize_step
 from quantgraph.kernels.epilogue import Epilogue, apply_epilogue_reference
 from quantgraph.kernels.gemm_int8 import GemmCall
 from quantgraph.kernels.packing import PackedWeights, pack_weights
@@ -381,6 +381,42 @@ def maxpool_bind(n: Node, packed: Any, ins: list, outs: list, scratch: Any) -> l
     return [(fn, (x, kh, kw, sh, sw, pt, pl, dh, dw, y.shape[1], y.shape[2], lowest, y))]
 
 
+def qpool_accepts(n: Node, g: Graph) -> str | None:
+    x = g.tensors[n.inputs[0]]
+    if n.attrs["layout"] != "NHWC" or x.rank != 4:
+        return "int8 average pooling runs 2-D NHWC (opt_level 3)"
+    if n.attrs["kind"] == "AveragePool":
+        if n.attrs["ceil_mode"]:
+            return "average pooling with ceil_mode runs the reference"
+        pads, kernel = n.attrs["pads"], n.attrs["kernel_shape"]
+        if pads and any(p >= k for p, k in zip(pads, tuple(kernel) * 2)):
+            return f"pads {pads} reach a whole window {kernel}; the kernel needs a valid tap in every window"
+    return _const_inputs(n, g, (1, 2, 3, 4))
+
+
+def qpool_bind(n: Node, packed: Any, ins: list, outs: list, scratch: Any) -> list[Step]:
+    x, x_s, x_zp, y_s, y_zp = ins
+    y = outs[0]
+    if n.attrs["kind"] == "GlobalAveragePool":
+        (kh, kw), (sh, sw), (dh, dw), pt, pl = x.shape[1:3], (1, 1), (1, 1), 0, 0
+    else:
+        win = window(n, n.attrs["kernel_shape"], x.shape[1:3])
+        (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.strides, win.dilations
+        pt, pl = int(win.pads[0]), int(win.pads[1])  # type: ignore[arg-type]
+    qlo, qhi = (float(v) for v in (np.iinfo(y.dtype).min, np.iinfo(y.dtype).max))
+    f32 = np.float32
+    fn = cache.primitive("int_pool", {"VERSION": 1}, "avg_pool", parallel=True)
+    return [(fn, (x, kh, kw, sh, sw, pt, pl, dh, dw, y.shape[1], y.shape[2], bool(n.attrs["count_include_pad"]),
+                  np.int32(_scalar(x_zp)), f32(_scalar(x_s)), f32(_scalar(y_s)), f32(_scalar(y_zp)), f32(qlo),
+                  f32(qhi), y))]
+
+
+def qconcat_bind(n: Node, packed: Any, ins: list, outs: list, scratch: Any) -> list[Step]:
+    return concat_requant_steps(list(ins), n.attrs["scales"], n.attrs["zero_points"], axis=n.attrs["axis"],
+                                out_scale=n.attrs["y_scale"], out_zero_point=n.attrs["y_zero_point"], out=outs[0],
+                                node=n.name, op=n.op)
+
+
 def _qdq_refusal(n: Node, g: Graph) -> str | None:
     if n.attrs["block_size"]:
         return "blocked quantization runs the reference"
@@ -432,6 +468,8 @@ register(Kernel("qconv_int8", ("QConv",), qconv_accepts, qconv_bind, prepack=qco
 register(Kernel("qmatmul_int8", ("QMatMul",), qmatmul_accepts, qmatmul_bind, prepack=qmatmul_prepack, priority=10))
 register(Kernel("qadd_int8", ("QAdd",), qadd_accepts, qadd_bind, priority=10))
 register(Kernel("maxpool_int8", ("FusedPool",), maxpool_accepts, maxpool_bind, priority=20))
+register(Kernel("avgpool_int8", ("QAveragePool",), qpool_accepts, qpool_bind, priority=10))
+register(Kernel("concat_int8", ("QConcat",), lambda n, g: None, qconcat_bind, priority=10))
 register(Kernel("quantize_f32_int8", ("QuantizeLinear",), quantize_accepts, quantize_bind, priority=10))
 register(Kernel("dequantize_int8_f32", ("DequantizeLinear",), dequantize_accepts, dequantize_bind, priority=10))
 

@@ -83,25 +83,47 @@ def concat_requant(xs: Sequence[np.ndarray], scales: Sequence[float], zero_point
         raise KernelError(f"kernel '{name}': shapes {[x.shape for x in arrs]} do not concatenate on axis {axis}",
                           node, op)
     odt = np.dtype(out_dtype)
-    if odt not in _QRANGE or not out_scale > 0:
-        raise KernelError(f"kernel '{name}': out {odt}/{out_scale}; expected uint8/int8, positive scale", node, op)
     shape = list(arrs[0].shape)
     shape[ax] = sum(x.shape[ax] for x in arrs)
     out = np.empty(shape, odt)
-    outer = int(np.prod(shape[:ax], dtype=np.int64))
+    for fn, args in concat_requant_steps(arrs, scales, zero_points, axis=ax, out_scale=out_scale,
+                                         out_zero_point=out_zero_point, out=out, node=node, op=op):
+        fn(*args)
+    return out
+
+
+def concat_requant_steps(xs: Sequence[np.ndarray], scales: Sequence[float], zero_points: Sequence[int], *,
+                         axis: int, out_scale: float, out_zero_point: int, out: np.ndarray, node: str | None = None,
+                         op: str | None = "QConcat") -> list[tuple]:
+    """:func:`concat_requant` into ``out`` as prebound ``(fn, args)`` steps, one per input (a copy where the
+    input's parameters are the output's)."""
+    name = "concat_int8_portable"
+    odt = out.dtype
+    if odt not in _QRANGE or not out_scale > 0 or not out.flags.c_contiguous:
+        raise KernelError(f"kernel '{name}': out {odt}/{out_scale}; expected C-contiguous uint8/int8 and a positive "
+                          "scale", node, op)
+    ax = axis + out.ndim if axis < 0 else axis
+    outer = int(np.prod(out.shape[:ax], dtype=np.int64))
     out2 = out.reshape(outer, -1)
+    if sum(x.size for x in xs) != out.size:
+        raise KernelError(f"kernel '{name}': inputs {[x.shape for x in xs]} do not fill out {out.shape}", node, op)
     qlo, qhi = _QRANGE[odt]
     f32 = np.float32
     fn = cache.primitive("int_pool", _PARAMS, "requant_block")
+    steps: list[tuple] = []
     col = 0
-    for x, s, z in zip(arrs, scales, zero_points):
+    for x, s, z in zip(xs, scales, zero_points):
+        if not x.flags.c_contiguous or x.dtype not in _QRANGE:
+            raise KernelError(f"kernel '{name}': inputs must be C-contiguous uint8/int8 arrays", node, op)
         x2 = x.reshape(outer, -1)
+        dst = out2[:, col:col + x2.shape[1]]
         if x.dtype == odt and f32(s) == f32(out_scale) and int(z) == int(out_zero_point):
-            out2[:, col:col + x2.shape[1]] = x2
+            steps.append((np.copyto, (dst, x2)))
         else:
-            fn(x2, np.int32(z), f32(s), f32(out_scale), f32(out_zero_point), f32(qlo), f32(qhi), out2, col)
+            steps.append((fn, (x2, np.int32(z), f32(s), f32(out_scale), f32(out_zero_point), f32(qlo), f32(qhi),
+                               out2, col)))
         col += x2.shape[1]
-    return out
+    return steps
 
 
 def _axis_view(x: np.ndarray, axis: int | None, channels: int) -> tuple[int, int, int]:

@@ -286,6 +286,87 @@ def test_qdq_move_refusals() -> None:
         f"interior value '{idx}' (MaxPool) is a graph output"
 
 
+def test_qdq_new_moves_are_exact() -> None:
+    gb = GraphBuilder("slice_resize_pad")
+    x = _qdq(gb, gb.input("x", (1, 3, 6, 6), "float32"), 0.05, 7)
+    cases = (("Slice", [gb.const(np.array([1, 0], np.int64)), gb.const(np.array([5, 4], np.int64)),
+                        gb.const(np.array([2, 3], np.int64))], {}),
+             ("Resize", ["", gb.const(np.array([1, 1, 2, 2], f32))], {"mode": "nearest"}),
+             ("Pad", [gb.const(np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64))], {}),
+             ("Pad", [gb.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), gb.const(np.array(0.35, f32))], {}),
+             ("Pad", [gb.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], {"mode": "reflect"}))
+    outs = [_qdq(gb, gb.op(op, x, *ins, **attrs), 0.05, 7) for op, ins, attrs in cases]
+    before, after, p = apply(gb.output(*outs).build(), QDQ.only("qdq_move_to_int8"))
+    assert p.counts == {"qdq_move_to_int8": 5}
+    assert sorted(o for o in ops(after) if o not in ("QuantizeLinear", "DequantizeLinear")) == \
+        ["Pad", "Pad", "Pad", "Resize", "Slice"]
+    for n in after.topo():
+        if n.op in ("Pad", "Resize", "Slice"):
+            assert after.tensors[n.outputs[0]].dtype == "uint8", n
+    _same_ints(before, after)  # the Pad value 0.35 = (14 - 7) * 0.05 is padded as the exact level 14
+
+
+def test_qdq_new_move_refusals() -> None:
+    name = "qdq_move_to_int8"
+    gb = GraphBuilder("linear")
+    x = _qdq(gb, gb.input("x", (1, 3, 6, 6), "float32"), 0.05, 7)
+    y = gb.op("Resize", x, "", gb.const(np.array([1, 1, 2, 2], f32)), mode="linear")
+    assert _reason(gb.output(_qdq(gb, y, 0.05, 7)).build(), name=name) == \
+        "Resize mode 'linear' interpolates; only nearest moves int8 values unchanged"
+    gb = GraphBuilder("pad_value")
+    x = _qdq(gb, gb.input("x", (1, 3, 6, 6), "float32"), 0.05, 7)
+    y = gb.op("Pad", x, gb.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), gb.const(np.array(0.01, f32)))
+    assert _reason(gb.output(_qdq(gb, y, 0.05, 7)).build(), name=name) == \
+        "the Pad value 0.009999999776482582 is not exactly representable with the input's scale and zero point"
+
+
+def pool_graph(op="AveragePool", x_dtype="uint8", **attrs) -> Graph:
+    gb = GraphBuilder("pool")
+    # NOTE: scales of no simple ratio: with 0.05 / 0.02 many averages land exactly on a .5 tie, where the two
+    # float32 computations round apart
+    x = _qdq(gb, gb.input("x", (2, 5, 7, 6), "float32"), 0.0517, 100 if x_dtype == "uint8" else -3, x_dtype)
+    y = gb.op(op, x, **attrs)
+    return gb.output(_qdq(gb, y, 0.0213, 90)).build()
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("AveragePool", {"kernel_shape": (3, 3), "pads": (1, 1, 1, 1), "strides": (2, 2)}),
+    ("AveragePool", {"kernel_shape": (3, 2), "pads": (1, 0, 1, 1), "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": (2, 2), "ceil_mode": 1, "strides": (2, 2)}),
+    ("GlobalAveragePool", {})])
+def test_qdq_average_pool_within_one_level(op, attrs) -> None:
+    for x_dtype in ("uint8", "int8"):
+        before, after, p = apply(pool_graph(op, x_dtype, **attrs), QDQ.only("qdq_pool_to_qpool"))
+        assert p.counts == {"qdq_pool_to_qpool": 1}
+        assert ops(after) == ["QuantizeLinear", "QAveragePool", "DequantizeLinear"]
+        assert after.topo()[1].attrs["kind"] == op
+        # exact int32 window sums vs the QDQ graph's float32 average: at most one level, and rarely
+        assert _within_one_level(before, after, 0.0213) < 0.02
+
+
+def concat_graph(params=((0.05, 7), (0.02, 128), (0.03, 3)), out=(0.03, 3), axis=1, const_input=False) -> Graph:
+    gb = GraphBuilder("concat")
+    xs = [_qdq(gb, gb.input(f"x{i}", (2, 2 + i, 4, 5), "float32"), s, z) for i, (s, z) in enumerate(params)]
+    if const_input:
+        xs.append(gb.const(np.ones((2, 1, 4, 5), f32)))
+    return gb.output(_qdq(gb, gb.op("Concat", *xs, axis=axis), *out)).build()
+
+
+def test_qdq_concat_is_exact() -> None:
+    before, after, p = apply(concat_graph(), QDQ.only("qdq_concat_to_qconcat"))
+    assert p.counts == {"qdq_concat_to_qconcat": 1}
+    assert ops(after).count("QConcat") == 1 and ops(after)[-1] == "DequantizeLinear"
+    n = [n for n in after.topo() if n.op == "QConcat"][0]
+    assert n.attrs["zero_points"] == (7, 128, 3) and n.attrs["y_zero_point"] == 3
+    _same_ints(before, after)
+
+
+def test_qdq_concat_refusals() -> None:
+    assert _reason(concat_graph(const_input=True), name="qdq_concat_to_qconcat").startswith(
+        "input 3 ") and "is not dequantized int8" in _reason(concat_graph(const_input=True),
+                                                             name="qdq_concat_to_qconcat")
+
+
 # -- QOperator ops -------------------------------------------------------------------------------------------------
 def _qlinear_conv_graph(x_shape=(1, 4, 6, 6), scale_dtype="float32") -> Graph:
     gb = GraphBuilder("qlinear")

@@ -142,3 +142,40 @@ def test_qmatmul_and_qadd_inference_errors() -> None:
         _build("QAdd", ((2, 3), "uint8"), s, z8, ((3, 2), "uint8"), s, z8, s, z8)
     with pytest.raises(ShapeError, match="per-tensor parameters"):
         _build("QAdd", ((2, 3), "uint8"), np.ones(3, np.float32), z8, ((2, 3), "uint8"), s, z8, s, z8)
+
+
+def test_qaverage_pool_and_qconcat_inference_errors() -> None:
+    s, z8, zi8 = np.array(0.1, np.float32), np.array(3, np.uint8), np.array(3, np.int8)
+    x = ((1, 2, 6, 6), "uint8")
+    with pytest.raises(ShapeError, match="X_zero_point is int8 but X is uint8"):
+        _build("QAveragePool", x, s, zi8, s, z8, kernel_shape=(2, 2))
+    with pytest.raises(ShapeError, match="kind 'MaxPool' is unknown"):
+        _build("QAveragePool", x, s, z8, s, z8, kind="MaxPool", kernel_shape=(2, 2))
+    with pytest.raises(ShapeError, match="Y_scale has shape"):
+        _build("QAveragePool", x, s, z8, np.ones(2, np.float32), z8, kind="GlobalAveragePool")
+    out = _build("QAveragePool", ((1, 6, 6, 2), "uint8"), s, z8, s, zi8, kind="GlobalAveragePool", layout="NHWC")
+    assert out
+    params = dict(axis=1, y_scale=0.1, y_zero_point=0, out_dtype="uint8")
+    with pytest.raises(ShapeError, match="2 inputs but 1 scales"):
+        _build("QConcat", x, x, scales=(0.1,), zero_points=(0,), **params)
+    with pytest.raises(ShapeError, match="zero point 300 of input 1 is outside the uint8 range"):
+        _build("QConcat", x, x, scales=(0.1, 0.2), zero_points=(0, 300), **params)
+    with pytest.raises(ShapeError, match="input 1 is float32"):
+        _build("QConcat", x, ((1, 2, 6, 6), "float32"), scales=(0.1, 0.2), zero_points=(0, 0), **params)
+
+
+def test_qconcat_and_qaverage_pool_references() -> None:
+    a = rng.integers(0, 256, (2, 3, 4, 5)).astype(np.uint8)
+    b = rng.integers(-128, 128, (2, 2, 4, 5)).astype(np.int8)
+    f32 = np.float32
+    got = ref("QConcat", a, b, axis=1, scales=(0.05, 0.02), zero_points=(128, -3), y_scale=0.04, y_zero_point=10,
+              out_dtype="uint8")
+    want = np.concatenate([np.clip(np.rint((a.astype(np.int32) - 128).astype(f32) * f32(0.05) / f32(0.04)) + 10,
+                                   0, 255),
+                           np.clip(np.rint((b.astype(np.int32) + 3).astype(f32) * f32(0.02) / f32(0.04)) + 10,
+                                   0, 255)], axis=1).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+    y = ref("QAveragePool", a, f32(0.05), np.uint8(128), f32(0.03), np.uint8(100), kind="GlobalAveragePool")
+    total = (a.astype(np.int64) - 128).sum(axis=(2, 3), keepdims=True).astype(np.int32)
+    want = np.clip(np.rint(total.astype(f32) / f32(20) * f32(0.05) / f32(0.03)) + 100, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(y, want)

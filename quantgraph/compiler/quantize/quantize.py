@@ -14,9 +14,12 @@ int8 constant), its float bias stays float (realization rounds it to int32 in un
 group's output gets a ``Q -> DQ`` pair when an int8 op reads it, so a tensor between two int8 ops stays int8;
 otherwise (a LayerNorm, Softmax or Sigmoid reads it, or it is a graph output) the group writes float32 directly
 and the realization makes it a float-output QConv/QMatMul (one rounding less than Q->DQ, and no extra pass over the
-tensor). A standalone Add of two same-shape activations becomes QAdd, and the data-movement ops (MaxPool, Flatten,
-Reshape, Transpose, Squeeze, Unsqueeze) run on int8 with their input's parameters when an int8 op reads them.
-Everything else stays fp32, and so does every node that ``exclude`` names.
+tensor). A standalone Add of two same-shape activations becomes QAdd, AveragePool / GlobalAveragePool QAveragePool,
+Concat QConcat (each input requantized to the output's parameters; a group read only by the Concat writes in them
+directly), and the data-movement ops (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Pad, Resize
+nearest, ...: ``realize_qdq.MOVES``) run on int8 with their input's parameters. Each of these runs int8 only when
+an int8 op reads its output (otherwise it gains nothing). Everything else stays fp32, and so does every node that
+``exclude`` names.
 
 Activations are quantized with the calibrated range widened to hold 0: ``uint8`` (and ``auto``) asymmetric, zero
 point 0 for non-negative tensors (after ReLU), ``int8`` asymmetric too (zero point in [-128, 127]); the int8
@@ -32,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from quantgraph.compiler.quantize.stats import CalibrationStats
-from quantgraph.compiler.rules.realize_qdq import MOVES
+from quantgraph.compiler.rules.realize_qdq import MOVES, POOLS, move_refusal
 from quantgraph.errors import InputError
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
@@ -100,7 +103,7 @@ class Decision:
 class _Unit:
     """An int8 candidate: a group (anchor + epilogue), a standalone Add, or a data-movement op."""
 
-    kind: str                      # "group" | "add" | "move"
+    kind: str                      # "group" | "add" | "move" | "pool" | "concat"
     nodes: list[Node]
     out: str                       # the tensor it writes
     int8_in: list[tuple[str, int]] = field(default_factory=list)   # (node, slot) reading int8 when it runs int8
@@ -329,7 +332,15 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
                 u.out = r.outputs[0]
         elif n.op in MOVES and _float_activation(g, n.inputs[0]) and not any(
                 t and g.consumers(t) for t in n.outputs[1:]):
+            why = move_refusal(g, n)
+            if why:
+                decisions[n.name] = Decision(n.name, n.op, "fp32", f"no int8 form: {why}")
+                continue
             u = _Unit("move", [n], n.outputs[0], [(n.name, 0)])
+        elif n.op in POOLS and _float_activation(g, n.inputs[0]):
+            u = _Unit("pool", [n], n.outputs[0], [(n.name, 0)])
+        elif n.op == "Concat" and n.inputs and all(_float_activation(g, t) for t in n.inputs):
+            u = _Unit("concat", [n], n.outputs[0], [(n.name, i) for i in range(len(n.inputs))])
         else:
             continue
         claimed.update(m.name for m in u.nodes)
@@ -375,6 +386,16 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
         if u not in active:
             for m in u.nodes:
                 decisions[m.name] = Decision(m.name, m.op, "fp32", "no int8 op reads its output")
+    # A group whose only reader is an int8 Concat writes straight in the Concat's parameters: the Concat would
+    # requantize it to them anyway, so this saves a rounding and turns the Concat's part for it into a copy.
+    for u in active:
+        if u.kind != "concat" or not u.int8_out:
+            continue
+        for t in u.nodes[0].inputs:
+            w = by_node.get(g.producer(t).name) if g.producer(t) is not None else None
+            if (w is not None and w.kind == "group" and w.out == t and w.int8_out and t not in g.outputs
+                    and len(g.consumers(t)) == 1 and u.nodes[0].inputs.count(t) == 1):
+                quantized[t] = u.out
     # A move takes its input's parameters; chase chains of moves to a tensor that is calibrated.
     for t in list(quantized):
         src = quantized[t]

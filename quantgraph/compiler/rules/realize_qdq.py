@@ -4,7 +4,10 @@
     Q(act?(MatMul(DQ(a), DQ(w)) [+ b] [+ DQ(z)]))           ==>  QMatMul(a, .., w, .., bias_int32?, Z?, activation=act)
     Q(act?(Gemm(DQ(a), DQ(w), DQ(c)|c?) [+ DQ(z)]))         ==>  QMatMul(a, .., w' = op(w), .., bias_int32?, Z?)
     Q(Relu?(Add(DQ(a), DQ(b))))                             ==>  QAdd(a, .., b, .., activation=relu?)
-    Q(MaxPool|Flatten|Reshape|Transpose|Squeeze|Unsqueeze(DQ(x)))  ==>  the same op on x      (Q's parameters = DQ's)
+    Q(MaxPool|Flatten|Reshape|Transpose|Slice|Pad|Resize(nearest)|...(DQ(x)))  ==>  the same op on x
+                                                            (Q's parameters = DQ's; Pad's value quantized exactly)
+    Q(AveragePool|GlobalAveragePool(DQ(x)))                 ==>  QAveragePool(x, .., kind=...)
+    Q(Concat(DQ(a), DQ(b), ...))                            ==>  QConcat(a, b, ..., per-input parameters)
 
 The float-output rules (``FLOAT_OUT``, a pass after these) realize the same cores whose output float ops read,
 with no QuantizeLinear after them (a classifier's logits, the projection before a LayerNorm):
@@ -28,7 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Value, Var, rule
-from quantgraph.ir.ops.quant import CONV_ATTRS
+from quantgraph.ir.graph import Graph
+from quantgraph.ir.node import Node
+from quantgraph.ir.ops.quant import CONV_ATTRS, QUANT_RANGES
 from quantgraph.ir.shapes import normalize_axis
 
 INT8 = ("uint8", "int8")
@@ -342,7 +347,41 @@ def qdq_add_to_qadd(m: Match):
 
 
 # -- data movement on int8 ---------------------------------------------------------------------------------------
-MOVES = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+MOVES = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Resize",
+                   "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Identity"})
+
+
+def move_refusal(g: Graph, n: Node) -> str | None:
+    """Why op ``n`` of MOVES does not run on int8 data unchanged, or None (read by the quantizer too)."""
+    if n.op == "Resize":
+        if n.attrs["mode"] != "nearest":
+            return f"Resize mode '{n.attrs['mode']}' interpolates; only nearest moves int8 values unchanged"
+        if n.attrs["coordinate_transformation_mode"] == "tf_crop_and_resize":
+            return "Resize tf_crop_and_resize writes an extrapolation value"
+    if n.op == "Pad" and n.attrs["mode"] == "constant" and len(n.inputs) > 2 and n.inputs[2]:
+        v = g.tensors[n.inputs[2]].const
+        if v is None:
+            return "the Pad value is computed, not a constant"
+        if v.size > 1:
+            return "the Pad value is not a scalar"
+    return None
+
+
+def _pad_value(m: Match) -> Value | str | None:
+    """The Pad's constant as the int8 value that dequantizes to it exactly, a refusal, or None (no value: 0)."""
+    mid = m.node("mid")
+    (xs, xz) = _qdq_params(m, "dqx")
+    zp = 0 if xz is None else int(xz.value.reshape(-1)[0])
+    v = _in(m, "mid", 2)
+    if mid.attrs["mode"] != "constant":
+        return None
+    fill = 0.0 if v is None or v.value.size == 0 else float(v.value.reshape(-1)[0])
+    scale = np.float32(xs.value.reshape(-1)[0])
+    q = int(np.rint(np.float32(fill) / scale)) + zp
+    lo, hi = QUANT_RANGES[m["x"].dtype]
+    if not lo <= q <= hi or np.float32(np.float32(q - zp) * scale) != np.float32(fill):
+        return f"the Pad value {fill} is not exactly representable with the input's scale and zero point"
+    return m.const(np.asarray(q, m["x"].dtype), "pad_value")
 
 
 @rule(Op("QuantizeLinear", Op(MOVES, _x, ..., name="mid"), Var("ys"), ..., name="q"), shared=("dqx",))
@@ -363,9 +402,82 @@ def qdq_move_to_int8(m: Match):
         return m.fail("the output's scale, zero point or type differ from the input's (a requantization)")
     if m["x"].dtype not in INT8:
         return m.fail(f"the input is {m['x'].dtype}; expected uint8 or int8")
-    return m.emit(mid.op, [m["x"], *mid.inputs[1:]], **mid.attrs)
+    why = move_refusal(m.graph, mid)
+    if why:
+        return m.fail(why)
+    ins = [m["x"], *mid.inputs[1:]]
+    if mid.op == "Pad":
+        v = _pad_value(m)
+        if isinstance(v, str) and not isinstance(v, Value):  # NOTE: a Value is a str too
+            return m.fail(v)
+        if v is not None:
+            ins = (ins + ["", ""])[:max(len(ins), 3)]
+            ins[2] = v
+    return m.emit(mid.op, ins, **mid.attrs)
 
 
-RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8], "realize_qdq")
+# -- average pooling and concat, requantizing ---------------------------------------------------------------------
+POOLS = frozenset({"AveragePool", "GlobalAveragePool"})
+
+
+def _scalar_params(m: Match, node: str, what: str, dtype: str) -> tuple[Value, Value] | str:
+    """(scale, zero point) of per-tensor Q/DQ ``node`` with a float32 scale (a zero of ``dtype`` if it has none)."""
+    why = _per_tensor(m, node, what)
+    if why:
+        return why
+    s, z = _qdq_params(m, node)
+    if s.dtype != "float32":
+        return f"{what}'s scale is {s.dtype}; the int8 kernels take float32 scales"
+    return s, z if z is not None else m.const(np.zeros((), dtype), "zero_point")
+
+
+@rule(Op("QuantizeLinear", Op(POOLS, _x, name="pool"), Var("ys"), ..., name="q"), shared=("dqx",))
+def qdq_pool_to_qpool(m: Match):
+    """Q(AveragePool|GlobalAveragePool(DQ(x))) ==> QAveragePool(x, xs, xz, ys, yz, kind=...)."""
+    if m["x"].dtype not in INT8:
+        return m.fail(f"the input is {m['x'].dtype}; expected uint8 or int8")
+    dtype = m.graph.tensors[m.node("q").outputs[0]].dtype
+    if dtype not in INT8:
+        return m.fail(f"the output is quantized to {dtype}; expected uint8 or int8")
+    x_p = _scalar_params(m, "dqx", "the input", m["x"].dtype)
+    y_p = _scalar_params(m, "q", "the output", dtype)
+    for p in (x_p, y_p):
+        if isinstance(p, str):
+            return m.fail(p)
+    pool = m.node("pool")
+    return m.emit("QAveragePool", [m["x"], *x_p, *y_p], kind=pool.op, **pool.attrs)
+
+
+@rule(Op("QuantizeLinear", Op("Concat", ..., name="cat"), Var("ys"), ..., name="q"))
+def qdq_concat_to_qconcat(m: Match):
+    """Q(Concat(DQ(a), DQ(b), ...)) ==> QConcat(a, b, ..., scales, zero_points, y_scale, y_zero_point)."""
+    g = m.graph
+    dtype = g.tensors[m.node("q").outputs[0]].dtype
+    if dtype not in INT8:
+        return m.fail(f"the output is quantized to {dtype}; expected uint8 or int8")
+    y_p = _scalar_params(m, "q", "the output", dtype)
+    if isinstance(y_p, str):
+        return m.fail(y_p)
+    xs, scales, zps = [], [], []
+    for i, t in enumerate(m.node("cat").inputs):
+        dq = g.producer(t)
+        if dq is None or dq.op != "DequantizeLinear":
+            return m.fail(f"input {i} '{t}' is not dequantized int8 (no DequantizeLinear)")
+        x, s, z = (list(dq.inputs) + ["", ""])[:3]
+        sv, zv = g.tensors[s].const, (g.tensors[z].const if z else np.zeros(1))
+        if g.tensors[x].dtype not in INT8 or dq.attrs["block_size"] or sv is None or zv is None:
+            return m.fail(f"input {i} '{t}' is not a per-tensor DequantizeLinear of int8 with constant parameters")
+        if sv.size != 1 or zv.size != 1 or g.tensors[s].dtype != "float32":
+            return m.fail(f"input {i} '{t}' is not quantized per tensor with a float32 scale")
+        xs.append(x)
+        scales.append(float(sv.reshape(-1)[0]))
+        zps.append(int(zv.reshape(-1)[0]))
+    ys, yz = y_p
+    return m.emit("QConcat", xs, axis=m.node("cat").attrs["axis"], scales=tuple(scales), zero_points=tuple(zps),
+                  y_scale=float(ys.value.reshape(-1)[0]), y_zero_point=int(yz.value.reshape(-1)[0]), out_dtype=dtype)
+
+
+RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8, qdq_pool_to_qpool,
+                 qdq_concat_to_qconcat], "realize_qdq")
 #: run after RULES, once every Q-rooted group is realized: int8 ops whose output float ops read directly
 FLOAT_OUT = RuleSet([qdq_conv_to_float_qconv, qdq_matmul_to_float_qmatmul], "realize_qdq_float")

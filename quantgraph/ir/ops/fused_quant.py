@@ -9,6 +9,8 @@ and zero points are tensors, so a graph whose parameters are run-time inputs sti
     QMatMul(A, A_scale?, A_zero_point?, B, B_scale?, B_zero_point?, Y_scale?, Y_zero_point?, bias?,
             Z?, Z_scale?, Z_zero_point?)
     QAdd(A, A_scale, A_zero_point, B, B_scale, B_zero_point, Y_scale, Y_zero_point)
+    QAveragePool(X, X_scale, X_zero_point, Y_scale, Y_zero_point)         kind AveragePool | GlobalAveragePool
+    QConcat(inputs+)                 scales, zero points (per input) and the output's are attributes
 
 Integer semantics of QConv / QMatMul (``acc`` is exact, then wrapped to int32 like every kernel's sums):
 
@@ -26,19 +28,27 @@ The requantization is ONNX ``QLinearConv`` / ``QLinearMatMul`` bit for bit (``on
 multiplier in the scales' type and applies it in float64, then adds the zero point and rounds); it is also what the
 int8 kernels' epilogue computes (``kernels/epilogue.py``). QAdd is the QDQ form bit for bit:
 ``QuantizeLinear(act(DequantizeLinear(a) + DequantizeLinear(b)))`` in float32, the quantize dividing by the scale.
+QConcat is the QDQ form bit for bit too (each input dequantized in float32, then quantized to the output's
+parameters; an input whose parameters are the output's is copied). QAveragePool sums ``x - x_zp`` exactly in int32
+and requantizes ``float32(sum) / float32(count) * x_scale`` (float32, that order) with the output's QuantizeLinear,
+as ``QLinearAveragePool`` does; the QDQ graph instead averages float32 values, so the two can differ by one level
+where the average lies within float32 rounding of a rounding boundary.
 
 ``layout`` is "NCHW" or "NHWC" (X, Z and the output channels-last; W stays (M, C/group, kH, kW)), as for FusedConv.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.activation import ACTIVATIONS as ACTIVATION_TABLE
-from quantgraph.ir.ops.fused import LAYOUTS, to_channels_first, to_channels_last
+from quantgraph.ir.ops.fused import LAYOUTS, _inner, to_channels_first, to_channels_last
+from quantgraph.ir.ops.pool import _counts, _window_axes, _windows
 from quantgraph.ir.ops.quant import (CONV_ATTRS, QUANT_RANGES, SCALE_DTYPES, _check_channel_param, _check_dtype,
                                      _conv_infer, _integer_conv, _integer_matmul, _matmul_infer, _row_param)
-from quantgraph.ir.ops.registry import REQUIRED, Fusion, Layout, op, ref
+from quantgraph.ir.ops.registry import REQUIRED, Fusion, Layout, get_op, op, ref
 from quantgraph.ir.shapes import shapes_compatible
 from quantgraph.ir.tensor import TensorInfo, TensorType
 
@@ -272,3 +282,108 @@ def _(n: Node, a: np.ndarray, a_s: np.ndarray, a_zp: np.ndarray, b: np.ndarray, 
     if n.attrs["activation"] == "relu":
         y = ref("Relu", y)
     return ref("QuantizeLinear", y, y_s, y_zp)
+
+
+# -- QAveragePool --------------------------------------------------------------------------------------------------
+#: the average pools QAveragePool computes (``kind``) and the attributes each carries
+QPOOL_KINDS = {"AveragePool": ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides",
+                               "count_include_pad"),
+               "GlobalAveragePool": ()}
+qaverage_pool = op("QAveragePool", inputs="X X_scale X_zero_point Y_scale Y_zero_point", outputs="Y",
+                   fusion=Fusion.OPAQUE, layout=Layout.ATTR, layout_slots=(0,),
+                   attrs={"kind": "AveragePool", "auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (),
+                          "kernel_shape": (), "pads": (), "strides": (), "count_include_pad": 0, "layout": "NCHW"},
+                   doc="int8 average pooling (or global average pooling): exact int32 window sums, requantized")
+
+
+def _qpool_inner(n: Node) -> Node:
+    kind = n.attrs["kind"]
+    if kind not in QPOOL_KINDS:
+        raise n.error(f"kind '{kind}' is unknown; expected one of {', '.join(QPOOL_KINDS)}")
+    _check_layout(n)
+    return _inner(n, kind, QPOOL_KINDS[kind])
+
+
+def _check_scalar_params(n: Node, params: Sequence[tuple[str, TensorInfo]]) -> None:
+    for what, t in params:
+        _check_dtype(n, what, t, {"float32"} if what.endswith("scale") else INT8)
+        if t.shape is not None and t.shape not in ((), (1,)):
+            raise n.error(f"{what} has shape {t.shape}; {n.op} takes per-tensor parameters (a scalar)")
+
+
+@qaverage_pool.infer
+def _(n: Node, x: TensorInfo, x_s: TensorInfo, x_zp: TensorInfo, y_s: TensorInfo, y_zp: TensorInfo) -> TensorType:
+    inner = _qpool_inner(n)
+    _check_dtype(n, "X", x, INT8)
+    _check_scalar_params(n, (("X_scale", x_s), ("X_zero_point", x_zp), ("Y_scale", y_s), ("Y_zero_point", y_zp)))
+    if x_zp.dtype != x.dtype:
+        raise n.error(f"X_zero_point is {x_zp.dtype} but X is {x.dtype}; they must have the same type")
+    nhwc = n.attrs["layout"] == "NHWC"
+    xin = x.with_(shape=to_channels_first(x.shape) if nhwc else x.shape, dtype="float32")
+    out = get_op(inner.op).run_infer(inner, [xin])[0]
+    return TensorType(to_channels_last(out.shape) if nhwc else out.shape, y_zp.dtype)
+
+
+@qaverage_pool.reference
+def _(n: Node, x: np.ndarray, x_s: np.ndarray, x_zp: np.ndarray, y_s: np.ndarray, y_zp: np.ndarray) -> np.ndarray:
+    inner = _qpool_inner(n)
+    nhwc = n.attrs["layout"] == "NHWC"
+    xc = _nchw(x, nhwc).astype(np.int64) - np.int64(x_zp.reshape(()))
+    f32 = np.float32
+    if inner.op == "GlobalAveragePool":
+        axes = tuple(range(2, xc.ndim))
+        total = xc.sum(axis=axes, keepdims=True)
+        count = np.full((1,) * xc.ndim, int(np.prod(xc.shape[2:], dtype=np.int64)), f32)
+    else:
+        win, out, v = _windows(inner, xc, 0)
+        total = v.sum(axis=_window_axes(win.rank))
+        count = _counts(inner, xc, win, out).astype(f32)
+    # NOTE: int32 sums (wrapped like the kernel's), then float32 in the kernel's order: sum / count * x_scale
+    y = total.astype(np.int32).astype(f32) / count * f32(x_s.reshape(()))
+    q = ref("QuantizeLinear", y.astype(f32), y_s, y_zp)
+    return np.ascontiguousarray(np.moveaxis(q, 1, -1)) if nhwc else q
+
+
+# -- QConcat -------------------------------------------------------------------------------------------------------
+qconcat = op("QConcat", inputs="inputs+", outputs="Y", fusion=Fusion.INJECTIVE, layout=Layout.CHANNEL_AXIS,
+             attrs={"axis": REQUIRED, "scales": REQUIRED, "zero_points": REQUIRED, "y_scale": REQUIRED,
+                    "y_zero_point": REQUIRED, "out_dtype": REQUIRED},
+             doc="Concat of int8 tensors, each requantized from its (scale, zero point) to the output's")
+
+
+def _qconcat_params(n: Node, count: int) -> tuple[list[float], list[int]]:
+    scales, zps = list(n.attrs["scales"]), list(n.attrs["zero_points"])
+    if len(scales) != count or len(zps) != count:
+        raise n.error(f"{count} inputs but {len(scales)} scales and {len(zps)} zero points; expected one each")
+    if not all(s > 0 for s in scales + [n.attrs["y_scale"]]):
+        raise n.error(f"scales {scales} and y_scale {n.attrs['y_scale']} must be positive")
+    return scales, zps
+
+
+@qconcat.infer
+def _(n: Node, *xs: TensorInfo) -> TensorType:
+    scales, zps = _qconcat_params(n, len(xs))
+    out = n.attrs["out_dtype"]
+    if out not in INT8:
+        raise n.error(f"out_dtype is {out!r}; expected uint8 or int8")
+    for i, (x, z) in enumerate(zip(xs, zps)):
+        _check_dtype(n, f"input {i}", x, INT8)
+        lo, hi = QUANT_RANGES[x.dtype]
+        if not lo <= z <= hi:
+            raise n.error(f"zero point {z} of input {i} is outside the {x.dtype} range")
+    lo, hi = QUANT_RANGES[out]
+    if not lo <= n.attrs["y_zero_point"] <= hi:
+        raise n.error(f"y_zero_point {n.attrs['y_zero_point']} is outside the {out} range")
+    inner = Node(n.name, "Concat", n.inputs, n.outputs, {"axis": n.attrs["axis"]})
+    shape = get_op("Concat").run_infer(inner, [x.with_(dtype="float32") for x in xs])[0].shape
+    return TensorType(shape, out)
+
+
+@qconcat.reference
+def _(n: Node, *xs: np.ndarray) -> np.ndarray:
+    scales, zps = _qconcat_params(n, len(xs))
+    f32 = np.float32
+    ys, yz = f32(n.attrs["y_scale"]), np.asarray(n.attrs["y_zero_point"], n.attrs["out_dtype"])
+    parts = [ref("QuantizeLinear", ref("DequantizeLinear", x, f32(s), np.asarray(z, x.dtype)), ys, yz)
+             for x, s, z in zip(xs, scales, zps)]
+    return np.concatenate(parts, axis=n.attrs["axis"])

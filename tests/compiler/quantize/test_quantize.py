@@ -223,3 +223,42 @@ def test_an_imported_qdq_graph_needs_no_calibration() -> None:
     x = _batches(qdq, 1, 2)[0]
     np.testing.assert_array_equal(a(x)[0], b(x)[0])
     assert a.graph.op_counts().get("QConv") == 3 and a.quantization is None
+
+
+def _concat_net():
+    """two conv branches -> concat -> conv; a linear Resize; a global pool read only by fp32 (Sigmoid)."""
+    global rng
+    rng = np.random.default_rng(9)
+    gb = GraphBuilder("concat_net")
+    x = gb.input("x", ("N", 4, 8, 8), "float32")
+    a = gb.op("Relu", gb.op("Conv", x, gb.const(_w(6, 4, 3, 3)), pads=(1, 1, 1, 1), name="ca"), name="ra")
+    b = gb.op("Conv", x, gb.const(_w(5, 4, 1, 1)), name="cb")
+    up = gb.op("Resize", gb.op("MaxPool", a, kernel_shape=(2, 2), strides=(2, 2), name="mp", outputs=["mp"])[0],
+               "", gb.const(np.array([1, 1, 2, 2], f32)), mode="linear", name="up")
+    cat = gb.op("Concat", a, b, up, axis=1, name="cat")
+    y = gb.op("Conv", cat, gb.const(_w(3, 17, 3, 3)), pads=(1, 1, 1, 1), name="cc")
+    gap = gb.op("Sigmoid", gb.op("GlobalAveragePool", a, name="gap"), name="sig")
+    return gb.output(y, gap).build()
+
+
+def test_concat_pool_and_move_decisions() -> None:
+    g = _prepared(_concat_net())
+    plan = plan_quantization(g)
+    d = plan.decisions
+    assert d["cat"].precision == "int8" and d["cat"].output == "uint8"
+    assert d["up"].precision == "fp32" and "only nearest" in d["up"].reason
+    assert d["mp"].precision == "fp32"                    # read only by the fp32 Resize: nothing to gain
+    assert d["gap"].precision == "fp32" and d["gap"].reason == "no int8 op reads its output"
+    cat_out = g.node("cat").outputs[0]
+    # cb's only reader is the Concat: it writes in the Concat's parameters; ra is also read by the pools
+    assert plan.quantized[g.node("cb").outputs[0]] == cat_out
+    assert plan.quantized[g.node("ra").outputs[0]] == g.node("ra").outputs[0]
+    g, plan, qdq = _qdq(_concat_net())
+    x = _batches(g, 1, 2, seed=4)[0]
+    ref, fake = interpreter.run(g, {"x": x}), interpreter.run(qdq, {"x": x})
+    assert _sqnr(ref[g.outputs[0]], fake[g.outputs[0]]) > 30
+    compiled = quantgraph.compile(_concat_net(), quantize="int8", calibration=_batches(_concat_net()))
+    ops = compiled.graph.op_counts()
+    assert ops.get("QConcat") == 1 and ops.get("QConv") == 3, ops
+    got = compiled(x)
+    np.testing.assert_allclose(got[0], fake[g.outputs[0]], atol=float(np.abs(fake[g.outputs[0]]).max()) * 0.05)
