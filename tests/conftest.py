@@ -14,7 +14,7 @@ from quantgraph import config
 #: transformer, a BERT layer, compiled end to end at O2 and O3); single tests elsewhere use @pytest.mark.rungs
 RUNG_DEPENDENT = ("tests/kernels/", "tests/compiler/test_lower.py", "tests/compiler/test_lower_isa.py",
                   "tests/compiler/test_lower_int8.py", "tests/compiler/test_plan.py",
-                  "tests/compiler/test_lower_quantized.py")
+                  "tests/compiler/test_lower_quantized.py", "tests/compiler/quantize/test_matmul_two_activations.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -137,9 +137,13 @@ def _cleanup() -> list[Pass]:
             eliminate_dead_code]
 
 
-def _canonicalize() -> list[Pass]:
+def _fuse_attention() -> Pass:
+    return rewrite(rules.ATTENTION, name="fuse_attention")
+
+
+def _canonicalize(attention: bool = True) -> list[Pass]:
     return [rewrite(rules.BN_FOLDING, name="fold_batch_norm"), rewrite(rules.RECOGNIZE, name="recognize_patterns"),
-            rewrite(rules.ATTENTION, name="fuse_attention"), fold_constants]
+            *([_fuse_attention()] if attention else []), fold_constants]
 
 
 def _fuse() -> list[Pass]:
@@ -172,13 +176,15 @@ def build_quantized(opt_level: int) -> tuple[Pipeline, Pipeline]:
     """``build(opt_level)`` split where the quantize pass goes: (before, after).
 
     Before: cleanup, BatchNorm folding and pattern recognition, so the quantizer sees primitive Conv / MatMul / Add /
-    Relu with folded weights (the graph calibration observes). After: realization of the QDQ graph the quantizer
-    wrote, then epilogue fusion of what stayed fp32, and the layout pass.
+    Relu with folded weights (the graph calibration observes). Attention is not fused yet: the quantizer decides
+    whether its two MatMuls run int8. After: realization of the QDQ graph the quantizer wrote, attention fusion of
+    the attention cores that stayed fp32, epilogue fusion of what else stayed fp32, and the layout pass.
     """
     if opt_level not in (1, 2, 3):
         raise ValueError(f"quantization needs opt_level 1..3, got {opt_level}")
-    before = _realize() + _cleanup() + (_canonicalize() if opt_level >= 2 else [])
-    after = _realize() + (_fuse() if opt_level >= 2 else _cleanup()) + (_layout() if opt_level >= 3 else [])
+    before = _realize() + _cleanup() + (_canonicalize(attention=False) if opt_level >= 2 else [])
+    after = (_realize() + ([_fuse_attention()] + _fuse() if opt_level >= 2 else _cleanup())
+             + (_layout() if opt_level >= 3 else []))
     return Pipeline(f"O{opt_level}-before-quantize", before), Pipeline(f"O{opt_level}-after-quantize", after)
 
 

@@ -8,11 +8,13 @@ QConv / QMatMul: the weights are centred (``w - w_zp``, per channel) and packed 
 int8 they run on the u8 x s8 kernels (``conv_u8s8`` / ``gemm_u8s8s32``: the activation zero point, and the +128
 shift of s8 activations, are compensated in the packed int32 bias), otherwise (u8 weights far from their zero
 point) on the int16 GEMM, exactly. The epilogue is built from the scales as ``fused_quant`` defines it, so the
-result equals the op's reference bit for bit on every ISA rung. Three binding modes:
+result equals the op's reference bit for bit on every ISA rung. Four binding modes:
 
 * every parameter and the weights constant, window resolvable: packed at lowering (once per model);
 * constant, but the padding depends on the input shape (SAME): packed at bind (once per plan);
-* run-time parameters or weights (e.g. the ONNX node tests feed everything): packed per call.
+* QMatMul of two activations (B computed, e.g. attention's Q @ K^T), constant parameters: bound to the batched
+  kernel of ``bmm_int8.py``, which packs B inside its one JIT call;
+* other run-time parameters or weights (e.g. the ONNX node tests feed everything): packed per call.
 
 NCHW QConv (opt_level 1/2, no layout pass) transposes into NHWC buffers around the kernel.
 """
@@ -28,6 +30,7 @@ from quantgraph.ir.node import Node
 from quantgraph.ir.ops.spatial import window
 from quantgraph.ir.shapes import normalize_axis
 from quantgraph.kernels import cache
+from quantgraph.kernels.bmm_int8 import BatchedGemm
 from quantgraph.kernels.conv_int8 import ConvSpec, PackedConv, conv_steps, pack_conv_weights
 from quantgraph.kernels.eltwise_int8 import add_requant_step, concat_requant_steps, dequantize_step, quantize_step
 from quantgraph.kernels.epilogue import Epilogue, apply_epilogue_reference
@@ -319,18 +322,39 @@ def qmatmul_accepts(n: Node, g: Graph) -> str | None:
     return _common_refusal(n, g)
 
 
+def _runtime_b(n: Node, g: Graph) -> bool:
+    """Whether QMatMul ``n`` multiplies two activations the batched kernel takes: B computed, every scale, zero
+    point and bias constant, B's zero point per tensor (a zero point per column would make the row term of
+    ``bmm_int8`` per element)."""
+    w, w_zp = _tensor(g, n, "w"), _tensor(g, n, "w_zp")
+    params = [_tensor(g, n, s) for s in _PARAMS if s != "w"]
+    return (w.const is None and all(t is None or t.const is not None for t in params)
+            and (w_zp is None or w_zp.const.size == 1))
+
+
 def qmatmul_prepack(n: Node, g: Graph) -> dict:
     const = _params_const(n, g) and _tensor(g, n, "w").rank == 2
     prep = None
     if const:
         a = {s: (None if t is None else t.const) for s, t in ((s, _tensor(g, n, s)) for s in _PARAMS)}
         prep = prepare_matmul(n, a, _tensor(g, n, "x").dtype, _info_dtype(_tensor(g, n, "z")))
-    return {"prep": prep}
+    return {"prep": prep, "runtime_b": _runtime_b(n, g)}
+
+
+def _runtime_b_steps(n: Node, a: dict[str, Any], y: np.ndarray) -> list[Step]:
+    """QMatMul of two activations on the batched int8 kernel, bound to its buffers (validated there, once)."""
+    kw = epilogue_kwargs(n, a, _dtype(a["z"]))
+    epi = Epilogue(**kw, residual=a["z"]) if kw else Epilogue()
+    call = BatchedGemm(a["x"], a["w"], int(_scalar(a["x_zp"], 0)), int(_scalar(a["w_zp"], 0)), a["b"], epi, y,
+                       n.name, n.op)
+    return [(call, ())]
 
 
 def qmatmul_bind(n: Node, packed: dict, ins: list, outs: list, scratch: Any) -> list[Step]:
     a = _slots(ins)
     prep = packed["prep"]
+    if prep is None and packed.get("runtime_b"):
+        return _runtime_b_steps(n, a, outs[0])
     if prep is None:
         return [(_qmatmul_per_call, (n, list(ins), outs[0]))]
     return _matmul_run_steps(n, prep, a["x"], a["z"], outs[0])

@@ -176,7 +176,8 @@ class Epilogue:
         else:
             factor = np.asarray(self.scale, np.float32).reshape(-1)
             bias = self.bias
-        factor = np.ascontiguousarray(np.broadcast_to(factor, (n,)), np.float32)
+        # NOTE: a copy: broadcast_to returns a read-only view, and a read-only array is another Numba signature
+        factor = np.array(np.broadcast_to(factor, (n,)), np.float32)
         bias = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
         return factor, bias
 

@@ -1,7 +1,8 @@
 """compile(quantize="int8") on whole networks (the bench ResNet-50 at 64x64, a 2-layer BERT encoder) at the ISA rung
-in force: every Conv / MatMul realized on the int8 kernels, compiled outputs equal to the reference interpreter on the
-same quantized graph (exact integer ops; fp32 GlobalAveragePool / LayerNorm / GELU / softmax between them differ from
-numpy by float rounding only), and close to fp32. In the `rungs` subset: CI runs it again at avx2 and portable."""
+in force: every Conv / MatMul (attention's Q @ K^T and P @ V included) realized on the int8 kernels, compiled outputs
+equal to the reference interpreter on the same quantized graph (exact integer ops; fp32 GlobalAveragePool / LayerNorm
+/ GELU / softmax between them differ from numpy by float rounding only), and close to fp32. In the `rungs` subset: CI
+runs it again at avx2 and portable."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ def test_quantized_network_runs_int8_and_matches_its_reference(name: str) -> Non
         anchors = 54
     else:
         model = bert_encoder(layers=2, hidden=64, heads=2, seq=16, batch="B")
-        anchors = 12
+        anchors = 16  # 6 projections and attention's two activation products per layer
     calib = [sample_inputs(model, batch=2, seed=10 + i) for i in range(4)]
     feeds = sample_inputs(model, batch=2, seed=99)
     fp32 = quantgraph.compile(model)
@@ -37,8 +38,12 @@ def test_quantized_network_runs_int8_and_matches_its_reference(name: str) -> Non
     got = q(feeds)[0]
     ref = interpreter.run(q.graph, feeds)[q.output_names[0]]
     scale = float(np.abs(ref).max())
-    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-3 * scale)
-    assert _sqnr(ref, got) > 50
+    # NOTE: BERT quantizes the fp32 softmax's, GELU's and LayerNorm's outputs: where the fp32 kernels and numpy
+    # differ by an ulp next to a rounding boundary, a level flips, and the layers after carry it (every int8 op
+    # alone is exact: test_matmul_two_activations.py)
+    atol, sqnr = (2e-3, 50) if name == "resnet50" else (1.5e-2, 40)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol * scale)
+    assert _sqnr(ref, got) > sqnr
     assert _sqnr(fp32(feeds)[0], got) > 25
 
 

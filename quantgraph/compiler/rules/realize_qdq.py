@@ -2,6 +2,7 @@
 
     Q(act?(Conv(DQ(x), DQ(w), DQ(b)|b?) [+ DQ(z)]))         ==>  QConv(x, .., w, .., B_int32?, Z?, activation=act)
     Q(act?(MatMul(DQ(a), DQ(w)) [+ b] [+ DQ(z)]))           ==>  QMatMul(a, .., w, .., bias_int32?, Z?, activation=act)
+    Q(act?(MatMul(DQ(a), DQ(b)) [+ DQ(z)]))   b computed    ==>  QMatMul(a, .., b, .., Z?, activation=act)  (run-time B)
     Q(act?(Gemm(DQ(a), DQ(w), DQ(c)|c?) [+ DQ(z)]))         ==>  QMatMul(a, .., w' = op(w), .., bias_int32?, Z?)
     Q(Relu?(Add(DQ(a), DQ(b))))                             ==>  QAdd(a, .., b, .., activation=relu?)
     Q(MaxPool|Flatten|Reshape|Transpose|Slice|Pad|Resize(nearest)|...(DQ(x)))  ==>  the same op on x
@@ -14,6 +15,9 @@ with no QuantizeLinear after them (a classifier's logits, the projection before 
 
     act?(Conv(DQ(x), DQ(w), b?) [+ z])                      ==>  QConv(.., out_dtype=float32, Z=z float32?)
     act?(MatMul|Gemm(DQ(a), DQ(w), c?) [+ b] [+ z])         ==>  QMatMul(.., out_dtype=float32, Z=z float32?)
+    act?(MatMul(DQ(a), DQ(b)) [+ z])          b computed    ==>  QMatMul(.., out_dtype=float32, Z=z float32?)
+
+A constant scalar Div or Mul after a float-output QMatMul (attention's ``1/sqrt(d)``) folds into its A scale.
 
 ``act`` is Relu or Clip with constant bounds; ``DQ(z)`` a residual added before the activation. Activations and
 outputs are quantized per tensor, weights per tensor or per output channel (DQ axis 0 for Conv and transB Gemm,
@@ -227,7 +231,7 @@ def _float_root(m: Match) -> str | None:
         return None
     if m.graph.tensors[other[0]].const is None:
         return f"the epilogue continues in the residual Add '{r.name}'"
-    if "badd" not in m and "mm" in m and m.node("mm").op == "MatMul":
+    if "badd" not in m and "mm" in m and m.node("mm").op == "MatMul" and m["w"].value is not None:
         return f"the epilogue continues in the bias Add '{r.name}'"
     return None
 
@@ -315,6 +319,64 @@ def qdq_matmul_to_float_qmatmul(m: Match):
     """act?(MatMul|Gemm(DQ(a), DQ(w), c?) [+ b] [+ z]) read by float ops ==> QMatMul(.., out_dtype=float32)."""
     why = _float_root(m)
     return m.fail(why) if why else _matmul_rule(m, None)
+
+
+# -- MatMul of two activations ---------------------------------------------------------------------------------
+# B is a quantized activation (attention's K^T or V), not a constant: no bias, per-tensor parameters for both.
+_mm2 = Op("MatMul", _x, _dq("dqw", Var("w")), name="mm")
+
+
+def _matmul2_rule(m: Match, out: tuple[Value, Value | None, str] | None):
+    """QMatMul with a run-time B for a matched MatMul(DQ(a), DQ(b)); ``out`` as for :func:`_conv_rule`."""
+    if m["w"].value is not None:
+        return m.fail("B is a constant: the weight rules realize it")
+    for what, v in (("A", m["x"]), ("B", m["w"])):
+        if (v.rank or 0) < 2:
+            return m.fail(f"{what} has rank {v.rank}; the int8 batched matmul takes rank >= 2")
+    why = _activation_in(m, "A") or _per_tensor(m, "dqw", "B")
+    if why:
+        return m.fail(why)
+    if m["w"].dtype not in INT8:
+        return m.fail(f"B is {m['w'].dtype}; expected uint8 or int8")
+    return _emit(m, "QMatMul", m["w"], m["w"].shape[-1] if m["w"].shape else 1, m["mm"].shape, out, {})
+
+
+@rule(_with_epilogue(_mm2), shared=_SHARED)
+def qdq_matmul2_to_qmatmul(m: Match):
+    """Q(act?(MatMul(DQ(a), DQ(b)) [+ DQ(z)])) with B an activation ==> QMatMul(a, .., b, .., ys, yz, z?)."""
+    out = _output(m)
+    return m.fail(out) if isinstance(out, str) else _matmul2_rule(m, out)
+
+
+@rule(_float_epilogue(_mm2), shared=_SHARED)
+def qdq_matmul2_to_float_qmatmul(m: Match):
+    """act?(MatMul(DQ(a), DQ(b)) [+ z]) with B an activation, read by float ops ==> QMatMul(.., out_dtype=float32)."""
+    why = _float_root(m)
+    return m.fail(why) if why else _matmul2_rule(m, None)
+
+
+_qmm = Op("QMatMul", Var("qa"), ..., name="qmm")
+
+
+@rule(Op("Div", _qmm, Const("c"), name="scale") | Op("Mul", _qmm, Const("c"), commute=True, name="scale"))
+def fold_scale_into_qmatmul(m: Match):
+    """Div|Mul(QMatMul(.., out_dtype=float32), c) ==> QMatMul(.., A_scale = A_scale / c | A_scale * c): attention's
+    1/sqrt(d) after Q @ K^T costs a pass over the scores; in the epilogue's scale it is free."""
+    qmm, c = m.node("qmm"), m["c"].value
+    if qmm.attrs["out_dtype"] != "float32" or qmm.attrs["activation"] != "none":
+        return m.fail("the QMatMul does not write plain float32 (an activation or requantization)")
+    if len(qmm.inputs) > 9 and qmm.inputs[9]:
+        return m.fail("the QMatMul adds a residual: scaling it too would change the result")
+    xs = m.graph.tensors[qmm.inputs[1]] if len(qmm.inputs) > 1 and qmm.inputs[1] else None
+    if xs is None or xs.const is None or xs.const.size != 1 or xs.dtype != "float32":
+        return m.fail("A_scale is not a constant float32 scalar")
+    if c.size != 1 or m["c"].dtype != "float32" or not np.isfinite(c).all() or not c.reshape(-1)[0]:
+        return m.fail(f"the factor is {m['c'].dtype}{c.shape}; expected a finite, nonzero float32 scalar")
+    f = c.reshape(-1)[0]
+    scale = xs.const.reshape(()) / f if m.node("scale").op == "Div" else xs.const.reshape(()) * f
+    ins = list(qmm.inputs)
+    ins[1] = m.const(np.asarray(scale, np.float32), "A_scale")
+    return m.emit("QMatMul", ins, **qmm.attrs)
 
 
 # -- Add ---------------------------------------------------------------------------------------------------------
@@ -477,7 +539,8 @@ def qdq_concat_to_qconcat(m: Match):
                   y_scale=float(ys.value.reshape(-1)[0]), y_zero_point=int(yz.value.reshape(-1)[0]), out_dtype=dtype)
 
 
-RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8, qdq_pool_to_qpool,
-                 qdq_concat_to_qconcat], "realize_qdq")
+RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_matmul2_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8,
+                 qdq_pool_to_qpool, qdq_concat_to_qconcat], "realize_qdq")
 #: run after RULES, once every Q-rooted group is realized: int8 ops whose output float ops read directly
-FLOAT_OUT = RuleSet([qdq_conv_to_float_qconv, qdq_matmul_to_float_qmatmul], "realize_qdq_float")
+FLOAT_OUT = RuleSet([qdq_conv_to_float_qconv, qdq_matmul_to_float_qmatmul, qdq_matmul2_to_float_qmatmul,
+                     fold_scale_into_qmatmul], "realize_qdq_float")

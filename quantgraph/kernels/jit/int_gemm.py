@@ -45,10 +45,47 @@ QMIN = np.float64(-128.0) if OUT == 3 else np.float64(0.0)
 QMAX = np.float64(127.0) if OUT == 3 else np.float64(255.0)
 
 
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
+def _store(v, c, orow, oc, ep, out):
+    """out[orow, oc] = the epilogue of the int32 sum ``v`` (bias_s32 included) of channel ``c``; see epilogue.py."""
+    bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
+    if OUT == 0:
+        out[orow, oc] = v
+    elif OUT == 1:
+        y = np.float32(v) * scale[c]
+        if HAS_BIAS:
+            y = y + biasf[c]
+        if RES == 1:
+            y = y + np.float32(np.int32(res[orow, oc]) - rzp) * rscale
+        elif RES == 2:
+            y = y + res[orow, oc]
+        if ACT == 1:
+            y = y if y > ZERO else ZERO
+        elif ACT == 2:
+            y = lo if y < lo else (hi if y > hi else y)
+        out[orow, oc] = y
+    else:
+        # requantize in float64: scale/biasf hold the multiplier and the bias in output units
+        t = np.float64(v) * np.float64(scale[c])
+        if HAS_BIAS:
+            t = t + np.float64(biasf[c])
+        if RES == 1:
+            t = t + np.float64(np.int32(res[orow, oc]) - rzp) * np.float64(rscale)
+        elif RES == 2:
+            t = t + np.float64(res[orow, oc]) * np.float64(oinv)
+        if ACT == 1:
+            t = t if t > ZERO64 else ZERO64
+        elif ACT == 2:
+            t = np.float64(lo) if t < np.float64(lo) else (np.float64(hi) if t > np.float64(hi) else t)
+        q = np.rint(t + np.float64(ozp))
+        q = QMIN if q < QMIN else (QMAX if q > QMAX else q)
+        out[orow, oc] = q
+
+
 @njit(error_model="numpy", nogil=True, cache=True)
 def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
     """acc[r*NR + j] (r < mr, j < ncols) -> out[row0 + r, ocol0 + col0 + j]; see epilogue.py for the order."""
-    bias32, scale, biasf, res, rscale, rzp, lo, hi, oinv, ozp = ep
+    bias32 = ep[0]
     # NOTE: unsigned indices: Numba emits no negative-index wraparound for them, so LLVM vectorizes the row
     # loop; slicing instead would cost atomic refcount operations per tile.
     nr = np.uint64(NR)
@@ -58,39 +95,21 @@ def _epilogue(acc, mr, row0, col0, ncols, ep, out, ocol0):
         orow = np.uint64(row0) + r
         for j in range(np.uint64(ncols)):
             c = c0 + j
-            oc = oc0 + j
-            v = np.int32(acc[r * nr + j] + bias32[c])
-            if OUT == 0:
-                out[orow, oc] = v
-            elif OUT == 1:
-                y = np.float32(v) * scale[c]
-                if HAS_BIAS:
-                    y = y + biasf[c]
-                if RES == 1:
-                    y = y + np.float32(np.int32(res[orow, oc]) - rzp) * rscale
-                elif RES == 2:
-                    y = y + res[orow, oc]
-                if ACT == 1:
-                    y = y if y > ZERO else ZERO
-                elif ACT == 2:
-                    y = lo if y < lo else (hi if y > hi else y)
-                out[orow, oc] = y
-            else:
-                # requantize in float64: scale/biasf hold the multiplier and the bias in output units
-                t = np.float64(v) * np.float64(scale[c])
-                if HAS_BIAS:
-                    t = t + np.float64(biasf[c])
-                if RES == 1:
-                    t = t + np.float64(np.int32(res[orow, oc]) - rzp) * np.float64(rscale)
-                elif RES == 2:
-                    t = t + np.float64(res[orow, oc]) * np.float64(oinv)
-                if ACT == 1:
-                    t = t if t > ZERO64 else ZERO64
-                elif ACT == 2:
-                    t = np.float64(lo) if t < np.float64(lo) else (np.float64(hi) if t > np.float64(hi) else t)
-                q = np.rint(t + np.float64(ozp))
-                q = QMIN if q < QMIN else (QMAX if q > QMAX else q)
-                out[orow, oc] = q
+            _store(np.int32(acc[r * nr + j] + bias32[c]), c, orow, oc0 + j, ep, out)
+
+
+@njit(error_model="numpy", nogil=True, cache=True)
+def _epilogue_rows(acc, mr, row0, col0, ncols, ep, bias32, b_off, rowadd, r_off, out):
+    """Like ``_epilogue`` (ocol0 = 0) with the int32 bias read at bias32[b_off + c] and rowadd[r_off + r] added to
+    row r (the batched GEMM's per-item bias and B-zero-point row term)."""
+    nr = np.uint64(NR)
+    c0 = np.uint64(col0)
+    bo = np.uint64(b_off) + c0
+    for r in range(np.uint64(mr)):
+        orow = np.uint64(row0) + r
+        extra = rowadd[np.uint64(r_off) + r]
+        for j in range(np.uint64(ncols)):
+            _store(np.int32(acc[r * nr + j] + bias32[bo + j] + extra), c0 + j, orow, c0 + j, ep, out)
 
 
 @njit(error_model="numpy", nogil=True, cache=True)
@@ -156,6 +175,121 @@ def gemm(a, lda, m, bp, kg, n, ep, out, ocol0, mc, pg):
         scratch = np.empty(8 * NR, np.int32)
         for panel in range(p0, min(p0 + pg, npan)):
             _row_block(a, r0 * lda, lda, rows, bp, panel, kg, n, scratch, ep, out, r0, ocol0)
+
+
+@njit(error_model="numpy", nogil=True, cache=True)
+def _pack_item(b, b_off, ldb, k, n, xorv, kg, bp32, p_off, colsum):
+    """B item [k, n] (u8 bytes at b[b_off + row*ldb + col]) -> s8 ``k4n32`` panels of ``b ^ xorv`` (K and N
+    zero-padded) written as 4-byte groups into bp32 (the packed buffer viewed as uint32) from group ``p_off``, and
+    colsum[col] = sum over K of the s8 values.
+
+    NOTE: unsigned indices and contiguous runs of B's rows, so LLVM vectorizes the gathers and the sums.
+    """
+    un, unr = np.uint64(n), np.uint64(NR)
+    ukg = np.uint64(kg)
+    npan = (un + unr - np.uint64(1)) // unr
+    xv = np.uint8(xorv)
+    x32 = np.uint32(xorv)
+    for col in range(un):
+        colsum[col] = 0
+    for kk in range(np.uint64(k)):
+        src = np.uint64(b_off) + kk * np.uint64(ldb)
+        for col in range(un):
+            colsum[col] += np.int32(np.int8(b[src + col] ^ xv))
+    for g in range(ukg):
+        rows = min(np.uint64(G), np.uint64(k) - g * np.uint64(G))
+        s0 = np.uint64(b_off) + g * np.uint64(G) * np.uint64(ldb)
+        s1 = s0 + np.uint64(ldb)
+        s2 = s1 + np.uint64(ldb)
+        s3 = s2 + np.uint64(ldb)
+        for p in range(npan):
+            c0 = p * unr
+            nc = min(unr, un - c0)
+            dst = np.uint64(p_off) + (p * ukg + g) * unr
+            if rows == G:
+                for j in range(nc):
+                    c = c0 + j
+                    bp32[dst + j] = ((np.uint32(b[s0 + c]) ^ x32) | ((np.uint32(b[s1 + c]) ^ x32) << np.uint32(8))
+                                     | ((np.uint32(b[s2 + c]) ^ x32) << np.uint32(16))
+                                     | ((np.uint32(b[s3 + c]) ^ x32) << np.uint32(24)))
+            else:  # the K tail: missing rows are zero
+                for j in range(nc):
+                    c = c0 + j
+                    w = np.uint32(0)
+                    for t in range(rows):
+                        w |= (np.uint32(b[s0 + t * np.uint64(ldb) + c]) ^ x32) << np.uint32(8 * t)
+                    bp32[dst + j] = w
+            for j in range(nc, unr):  # the N tail: zero columns
+                bp32[dst + j] = 0
+
+
+@njit(error_model="numpy", nogil=True, cache=True)
+def _row_terms(a, a_off, lda, rows, kp, crow, rowadd):
+    """rowadd[r] = crow * (sum of the kp u8 values of row r of A), in wrapping int32."""
+    ukp = np.uint64(kp)
+    for r in range(np.uint64(rows)):
+        src = np.uint64(a_off) + r * np.uint64(lda)
+        s = np.int32(0)  # NOTE: exact: kp * 255 < 2**31 for any K a tensor can have here
+        for c in range(ukp):
+            s += np.int32(a[src + c])
+        rowadd[r] = np.int32(np.int64(s) * np.int64(crow))
+
+
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
+def bmm(a, lda, a_stride, pairs, m, b, ldb, b_stride, k, n, xorv, crow, za_u, ubias, bp, bp32, kg, bias32, out,
+        ep, mc):
+    """Batched GEMM with a run-time B: out rows [i*m, (i+1)*m) = epilogue(A_{pairs[2i]} @ B_{pairs[2i+1]}).
+
+    ``a``: prepared A (u8, s8 shifted), item j at j*a_stride, rows ``lda`` apart, K zero-padded to kg*G. ``b``: B
+    as u8 bytes, item j at j*b_stride, rows ``ldb`` apart; the s8 value ``b ^ xorv`` is B minus ``c`` (``crow``),
+    so (a - za)(b - zb) sums to A_u @ B_s8 - za_u*colsum + crow*rowsum(A_u) - crow*k*za_u. Phase 1 packs every B
+    item into ``bp`` (int8) with its int32 bias bias32[j*n:] = ubias - za_u*colsum - crow*k*za_u; phase 2 runs tasks
+    of ``mc`` rows of one output item through the tiles and ``_epilogue_rows`` (crow*rowsum as the row term).
+    ``out`` (and the residual in ``ep``) is 2-D: (items*m, n). int32 arithmetic wraps, as the reference's does.
+    """
+    nb = bias32.size // n
+    npan = (n + NR - 1) // NR
+    bsize = npan * kg * NR * G
+    const = np.int64(crow) * np.int64(k) * np.int64(za_u)
+    for j in prange(nb):
+        colsum = np.empty(n, np.int32)
+        _pack_item(b, j * b_stride, ldb, k, n, xorv, kg, bp32, j * (bsize // G), colsum)
+        for col in range(n):
+            bias32[j * n + col] = np.int32(np.int64(ubias[col]) - np.int64(za_u) * np.int64(colsum[col]) - const)
+    items = pairs.size // 2
+    nmc = (m + mc - 1) // mc
+    kp = kg * G
+    for t in prange(items * nmc):
+        i = t // nmc
+        r0 = (t - i * nmc) * mc
+        rows = min(mc, m - r0)
+        a_off = pairs[2 * i] * a_stride + r0 * lda
+        bi = pairs[2 * i + 1]
+        rowadd = np.zeros(rows, np.int32)
+        if crow != 0:
+            _row_terms(a, a_off, lda, rows, kp, crow, rowadd)
+        scratch = np.empty(8 * NR, np.int32)
+        orow = i * m + r0
+        for panel in range(npan):
+            b_off = bi * bsize + panel * kg * NR * G
+            col0 = panel * NR
+            ncols = min(NR, n - col0)
+            r = 0
+            while r + 8 <= rows:
+                _T8(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+                _epilogue_rows(scratch, 8, orow + r, col0, ncols, ep, bias32, bi * n, rowadd, r, out)
+                r += 8
+            if r + 4 <= rows:
+                _T4(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+                _epilogue_rows(scratch, 4, orow + r, col0, ncols, ep, bias32, bi * n, rowadd, r, out)
+                r += 4
+            if r + 2 <= rows:
+                _T2(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+                _epilogue_rows(scratch, 2, orow + r, col0, ncols, ep, bias32, bi * n, rowadd, r, out)
+                r += 2
+            if r < rows:
+                _T1(a, a_off + r * lda, lda, bp, b_off, kg, scratch, 0, NR)
+                _epilogue_rows(scratch, 1, orow + r, col0, ncols, ep, bias32, bi * n, rowadd, r, out)
 
 
 @njit(error_model="numpy", nogil=True, cache=True)

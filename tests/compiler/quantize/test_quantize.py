@@ -40,7 +40,8 @@ def _cnn(head: bool = True):
 
 
 def _mlp():
-    """MatMul + bias -> LayerNorm-free fp32 reader (Tanh); a two-activation MatMul; an excluded-able Gemm."""
+    """MatMul + bias -> LayerNorm-free fp32 reader (Tanh); a two-activation MatMul (int8, B at run time); an
+    excluded-able Gemm."""
     global rng
     rng = np.random.default_rng(6)
     gb = GraphBuilder("mlp")
@@ -101,7 +102,9 @@ def test_mlp_decisions_bias_fp32_readers_and_refusals() -> None:
     d = plan.decisions
     assert [d[k].group for k in ("mm1", "bias1", "relu1")] == ["mm1"] * 3
     assert d["mm1"].output == "uint8"                     # the Gemm reads it as int8 (Tanh reads the DQ)
-    assert d["gram"].precision == "fp32" and "two-activation" in d["gram"].reason
+    # both operands are activations: int8 with a run-time B (its Transpose moves int8), no weights to quantize
+    assert d["gram"].precision == "int8" and d["gram"].output == "float32" and "gram" not in plan.weights
+    assert d["tt"].precision == "int8"
     assert d["fc"].precision == "int8" and d["fc"].output == "float32" and plan.weights["fc"] == (1, 0)
     assert plan.weights["mm1"] == (1, 1)
 
