@@ -121,7 +121,11 @@ def _isa(isa: FmaIsa | str | None) -> FmaIsa:
 
 @functools.lru_cache(maxsize=1)
 def _act_digest() -> str:
-    return hashlib.sha256((Path(__file__).parent / "eltwise_f32.py").read_bytes()).hexdigest()[:16]
+    # NOTE: act_row and the expf it inlines are compiled into the drivers' cache, which cannot see them change
+    h = hashlib.sha256()
+    for name in ("eltwise_f32.py", "expf.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def drivers(isa: FmaIsa | str) -> ModuleType:
