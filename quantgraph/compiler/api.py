@@ -56,7 +56,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             input_shapes: Mapping[str, Sequence[Any]] | None = None, *, quantize: str | None = None,
             calibration: Any = None, calib_mode: str = "minmax", percentile: float = 99.99,
             activation_dtype: str = "auto", per_channel: bool = True, exclude: Sequence[str] = (),
-            progress: bool = False, **options: Any) -> CompiledModel:
+            precision: Mapping[str, str] | None = None, bias_correction: bool = False, equalize: bool = False,
+            smooth_quant: float | None = None, progress: bool = False, **options: Any) -> CompiledModel:
     """Compile a model for this CPU, in fp32 or quantized to int8.
 
     Args:
@@ -75,6 +76,11 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         activation_dtype: "auto" or "uint8" (u8, asymmetric) or "int8" (s8, asymmetric).
         per_channel: weights quantized per output channel (else one scale per tensor).
         exclude: node names, op types or regexes (matched against node names) to keep in fp32.
+        precision: {node name | op type | regex: "int8" | "int16" | "fp32"}: the precision of those nodes (first
+            match wins; ``exclude`` wins over it).
+        bias_correction: shift each int8 layer's bias by the mean error its weight quantization adds.
+        equalize: cross-layer equalization of consecutive convs (data-free; Nagel et al. 2019).
+        smooth_quant: SmoothQuant's alpha for MatMul/Gemm activations with outlier channels (None: off).
         progress: show a progress bar over the calibration batches.
     """
     if options:
@@ -87,7 +93,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         raise ValueError("quantize='int8' needs opt_level 1..3 (opt_level 0 runs the imported graph as it is)")
     if quantize is None and calibration is not None:
         raise ValueError("calibration= was given without quantize='int8'")
-    qopts = QuantizeOptions(calib_mode, percentile, activation_dtype, per_channel, tuple(exclude))
+    qopts = QuantizeOptions(calib_mode, percentile, activation_dtype, per_channel, tuple(exclude),
+                            tuple((precision or {}).items()), bias_correction, equalize, smooth_quant)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = to_graph(model)

@@ -64,7 +64,9 @@ from quantgraph.ir.node import Node
 from quantgraph.ir.tensor import QuantParams
 
 ACTIVATION_DTYPES = ("auto", "uint8", "int8")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "int16", "fp32")
+#: what ``precision=`` may ask of a node (int8 is the default of every node that has an int8 form)
+CHOOSABLE = ("int8", "int16", "fp32")
 ANCHORS = ("Conv", "MatMul", "Gemm")
 _QMAX = {"uint8": (0, 255), "int8": (-128, 127)}
 #: weights use [-127, 127]: symmetric, so no weight zero point and -w is representable
@@ -80,6 +82,12 @@ class QuantizeOptions:
     activation_dtype: str = "auto"
     per_channel: bool = True
     exclude: tuple[str, ...] = ()
+    #: (pattern, precision) pairs: node names, op types or regexes -> "int8" | "int16" | "fp32"; the first match
+    #: wins, and ``exclude`` (fp32) wins over all
+    precision: tuple[tuple[str, str], ...] = ()
+    bias_correction: bool = False
+    equalize: bool = False
+    smooth_quant: float | None = None   # SmoothQuant's alpha, None: off
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in ACTIVATION_DTYPES:
@@ -95,6 +103,23 @@ class QuantizeOptions:
             except re.error as exc:
                 raise ValueError(f"exclude= pattern {p!r} is not a valid regex: {exc}") from None
 
+        for p, want in self.precision:
+            if want not in CHOOSABLE:
+                raise ValueError(f"precision= maps {p!r} to {want!r}; expected one of {', '.join(CHOOSABLE)}")
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"precision= pattern {p!r} is not a valid regex: {exc}") from None
+        if self.smooth_quant is not None and not 0.0 <= float(self.smooth_quant) <= 1.0:
+            raise ValueError(f"smooth_quant (SmoothQuant's alpha) must be in [0, 1] or None; got {self.smooth_quant}")
+
+    def precision_of(self, n: Node) -> str | None:
+        """The precision ``precision=`` asks for node ``n``, or None (the quantizer decides)."""
+        for p, want in self.precision:
+            if p == n.name or p == n.op or re.fullmatch(p, n.name):
+                return want
+        return None
+
     @property
     def storage(self) -> str:
         return "int8" if self.activation_dtype == "int8" else "uint8"
@@ -102,7 +127,9 @@ class QuantizeOptions:
     def to_json(self) -> dict:
         return {"calib_mode": self.calib_mode, "percentile": self.percentile,
                 "activation_dtype": self.activation_dtype, "per_channel": self.per_channel,
-                "exclude": list(self.exclude)}
+                "exclude": list(self.exclude), "precision": [list(kv) for kv in self.precision],
+                "bias_correction": self.bias_correction, "equalize": self.equalize,
+                "smooth_quant": self.smooth_quant}
 
 
 @dataclass(frozen=True)
@@ -348,6 +375,11 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
         if p is not None:
             excluded.add(n.name)
             decisions[n.name] = Decision(n.name, n.op, "fp32", f"excluded by exclude={p!r}")
+        elif options.precision_of(n) == "fp32":
+            excluded.add(n.name)
+            decisions[n.name] = Decision(n.name, n.op, "fp32", "precision= asks fp32")
+        elif options.precision_of(n) == "int16":
+            raise NotImplementedError("precision='int16' is not realized yet")
     units: list[_Unit] = []
     claimed: set[str] = set()
     for n in topo:
