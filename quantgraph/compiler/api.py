@@ -22,6 +22,7 @@ from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.compiler.pipeline import build_quantized, optimize
 from quantgraph.compiler.quantize.calibrate import calibrate_graph
 from quantgraph.compiler.quantize.quantize import QuantizeOptions, QuantPlan, insert_qdq, plan_quantization
+from quantgraph.compiler.quantize.sensitivity import QuantSource
 from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.errors import InputError
 from quantgraph.ir.graph import Graph
@@ -57,7 +58,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             calibration: Any = None, calib_mode: str = "minmax", percentile: float = 99.99,
             activation_dtype: str = "auto", per_channel: bool = True, exclude: Sequence[str] = (),
             precision: Mapping[str, str] | None = None, bias_correction: bool = False, equalize: bool = False,
-            smooth_quant: float | None = None, progress: bool = False, **options: Any) -> CompiledModel:
+            smooth_quant: float | None = None, accuracy_target: Any = None, accuracy_tolerance: float = 0.005,
+            progress: bool = False, **options: Any) -> CompiledModel:
     """Compile a model for this CPU, in fp32 or quantized to int8.
 
     Args:
@@ -81,6 +83,10 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         bias_correction: shift each int8 layer's bias by the mean error its weight quantization adds.
         equalize: cross-layer equalization of consecutive convs (data-free; Nagel et al. 2019).
         smooth_quant: SmoothQuant's alpha for MatMul/Gemm activations with outlier channels (None: off).
+        accuracy_target: an output SQNR in dB, or a callable ``metric(model) -> float`` (higher is better): keep
+            the units that harm accuracy most in a wider precision until the model meets it (``quantize/search.py``;
+            the trials are in ``model.accuracy_search``). Needs ``calibration`` as a sequence of batches.
+        accuracy_tolerance: with a callable target, how far below the fp32 model's value the metric may fall.
         progress: show a progress bar over the calibration batches.
     """
     if options:
@@ -93,6 +99,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         raise ValueError("quantize='int8' needs opt_level 1..3 (opt_level 0 runs the imported graph as it is)")
     if quantize is None and calibration is not None:
         raise ValueError("calibration= was given without quantize='int8'")
+    if quantize is None and accuracy_target is not None:
+        raise ValueError("accuracy_target= was given without quantize='int8'")
     qopts = QuantizeOptions(calib_mode, percentile, activation_dtype, per_channel, tuple(exclude),
                             tuple((precision or {}).items()), bias_correction, equalize, smooth_quant)
     seconds: dict[str, float] = {}
@@ -106,24 +114,66 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
     before = graph.op_counts()
 
     t0 = time.perf_counter()
-    quantization = None
+    quantization = source = None
     if quantize is None:
         graph, reports = optimize(graph, opt_level)
     else:
-        graph, reports, quantization = _quantize(graph, opt_level, calibration, qopts, progress, seconds)
+        graph, reports, quantization, source = _quantize(graph, opt_level, calibration, qopts, progress, seconds)
     seconds["optimize"] = time.perf_counter() - t0 - seconds.get("calibrate", 0.0)
+    if accuracy_target is not None and source is not None:
+        return _search(source, before, reports, seconds, accuracy_target, accuracy_tolerance, progress)
 
     lowered = None
     if opt_level > 0:
         t0 = time.perf_counter()
         lowered = lower(graph)
         seconds["lower"] = time.perf_counter() - t0
-    return CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
-                         compile_seconds=seconds, quantization=quantization)
+    model = CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
+                          compile_seconds=seconds, quantization=quantization)
+    model.quant_source = source
+    return model
+
+
+def _search(source: QuantSource, before: dict, reports: list, seconds: dict, target: Any, tolerance: float,
+            progress: bool) -> CompiledModel:
+    """compile(accuracy_target=): each trial finishes the pipeline from the planned fp32 graph."""
+    from quantgraph.compiler.quantize.search import search
+
+    _, second = build_quantized(source.opt_level)
+
+    def build(opts: QuantizeOptions) -> CompiledModel:
+        g = source.graph.copy()
+        plan = plan_quantization(g, opts)
+        stats = _stats_for(g, plan, source)
+        insert_qdq(g, plan, stats)
+        g, more = second.run(g)
+        m = CompiledModel(g, lower(g), opt_level=source.opt_level, optimized_from=before,
+                          pass_reports=reports + more, compile_seconds=dict(seconds), quantization=plan)
+        m.quant_source = QuantSource(source.graph, stats, opts, source.opt_level, source.data)
+        return m
+
+    t0 = time.perf_counter()
+    fp32_graph, _ = optimize(source.graph.copy(), source.opt_level)
+    fp32 = CompiledModel(fp32_graph, lower(fp32_graph), opt_level=source.opt_level)
+    model, result = search(source, build, fp32, target, tolerance, progress)
+    model.compile_seconds["accuracy_search"] = time.perf_counter() - t0
+    model.accuracy_search = result
+    return model
+
+
+def _stats_for(graph: Graph, plan: QuantPlan, source: QuantSource) -> CalibrationStats:
+    """The source's stats, calibrating (once more) only the tensors a changed plan needs and they lack."""
+    missing = [t for t in plan.observe if t not in source.stats]
+    if not missing:
+        return source.stats
+    more = calibrate_graph(graph, source.data, tensors=missing, mode=source.stats.mode,
+                           percentile=source.stats.percentile, engine="plan", progress=False)
+    source.stats = source.stats.merge(more)
+    return source.stats
 
 
 def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOptions, progress: bool,
-              seconds: dict[str, float]) -> tuple[Graph, list, QuantPlan | None]:
+              seconds: dict[str, float]) -> tuple[Graph, list, QuantPlan | None, QuantSource | None]:
     """The two halves of the pipeline around plan -> calibrate -> insert_qdq."""
     first, second = build_quantized(opt_level)
     graph, reports = first.run(graph)
@@ -131,11 +181,12 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
         if calibration is not None:
             log.warning("model '%s' is already quantized (QDQ/QOperator); calibration= is ignored", graph.name)
         graph, more = second.run(graph)
-        return graph, reports + more, None
+        return graph, reports + more, None, None
     if calibration is None:
         raise InputError("quantize='int8' needs calibration=: an iterable of sample batches (feed dicts or arrays) "
                          "or the CalibrationStats of quantgraph.calibrate()")
     plan = plan_quantization(graph, opts)
+    data = calibration if isinstance(calibration, (list, tuple)) else None
     t0 = time.perf_counter()
     if isinstance(calibration, CalibrationStats):
         missing = [t for t in plan.observe if t not in calibration]
@@ -148,11 +199,12 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
         stats = calibrate_graph(graph, calibration, tensors=plan.observe, mode=opts.calib_mode,
                                 percentile=opts.percentile, engine="plan", progress=progress)
     seconds["calibrate"] = time.perf_counter() - t0
+    source = QuantSource(graph.copy(), stats, opts, opt_level, data)
     insert_qdq(graph, plan, stats)
     if config.get().verify:
         verify(graph)
     graph, more = second.run(graph)
-    return graph, reports + more, plan
+    return graph, reports + more, plan, source
 
 
 def is_quantized(graph: Graph) -> bool:

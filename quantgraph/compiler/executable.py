@@ -42,6 +42,10 @@ class CompiledModel:
         self._last_profile: dict[str, Any] | None = None
         #: the quantizer's decisions (``compiler.quantize.QuantPlan``) when compiled with quantize="int8"
         self.quantization = quantization
+        #: what the quantizer started from (``quantize.sensitivity.QuantSource``): for ``quantization_report``
+        self.quant_source: Any = None
+        #: the trials of ``compile(accuracy_target=...)`` (``quantize.search.SearchResult``), else None
+        self.accuracy_search: Any = None
 
     @property
     def input_names(self) -> list[str]:
@@ -123,6 +127,14 @@ class CompiledModel:
                     "per_op": per_op, "kernels": {k: sorted(v) for k, v in kernels.items()}}
         self._last_profile = prof
         return prof
+
+    def quantization_report(self, data: Any = None) -> Any:
+        """Per quantized unit, the error its quantization adds (alone, and with everything before it quantized),
+        its scales and ranges, worst flagged; over ``data`` or the calibration batches
+        (``compiler/quantize/sensitivity.py``)."""
+        from quantgraph.compiler.quantize.sensitivity import quantization_report
+
+        return quantization_report(self, data)
 
     def summary(self) -> str:
         """A text report: op counts before/after optimisation, fusions applied, kernels per op type, and time per op
