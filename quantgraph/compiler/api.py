@@ -20,7 +20,9 @@ from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.compiler.pipeline import build_quantized, optimize
+from quantgraph.compiler.quantize.bias_correction import input_channel_axes
 from quantgraph.compiler.quantize.calibrate import calibrate_graph
+from quantgraph.compiler.quantize.equalize import equalize
 from quantgraph.compiler.quantize.quantize import QuantizeOptions, QuantPlan, insert_qdq, plan_quantization
 from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.errors import InputError
@@ -71,7 +73,9 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             ``compiler/quantize/quantize.py`` for what runs int8).
         calibration: an iterable of batches (feed dicts, lists of arrays in input order, or arrays for one-input
             models), or the ``CalibrationStats`` of ``quantgraph.calibrate(model, ...)`` at the same opt_level.
-        calib_mode: "minmax", "percentile" or "entropy" (KL divergence threshold search).
+        calib_mode: "minmax", "percentile", "entropy" (KL divergence threshold search), "mse" (the clipped range of
+            least expected squared quantization error, rounding and clipping, on the tensor's histogram) or "auto"
+            (per tensor, whichever of minmax / percentile / entropy / mse has the least such error).
         percentile: for "percentile": percent of values kept inside the range on each side.
         activation_dtype: "auto" or "uint8" (u8, asymmetric) or "int8" (s8, asymmetric).
         per_channel: weights quantized per output channel (else one scale per tensor).
@@ -135,7 +139,15 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
     if calibration is None:
         raise InputError("quantize='int8' needs calibration=: an iterable of sample batches (feed dicts or arrays) "
                          "or the CalibrationStats of quantgraph.calibrate()")
+    if opts.equalize:  # data-free: on the fp32 graph, so calibration observes the equalized one
+        equalize(graph)
+    if opts.smooth_quant is not None:
+        if isinstance(calibration, CalibrationStats):
+            raise InputError("smooth_quant= changes the graph before calibration, so it needs calibration batches, "
+                             "not CalibrationStats of the unsmoothed graph")
+        calibration = _smooth(graph, calibration, opts.smooth_quant, progress)
     plan = plan_quantization(graph, opts)
+    means = input_channel_axes(graph, list(plan.weights)) if opts.bias_correction else None
     t0 = time.perf_counter()
     if isinstance(calibration, CalibrationStats):
         missing = [t for t in plan.observe if t not in calibration]
@@ -144,15 +156,36 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
                              f"quantizer needs, e.g. '{missing[0]}'; calibrate the same model at the same "
                              "opt_level (quantgraph.calibrate(model, data, opt_level=...))")
         stats = calibration.with_mode(opts.calib_mode, opts.percentile)
+        if means and not stats.means:
+            log.warning("bias_correction=True needs per-channel means of the group inputs, which CalibrationStats "
+                        "from quantgraph.calibrate() lack; pass calibration batches to correct biases")
     else:
         stats = calibrate_graph(graph, calibration, tensors=plan.observe, mode=opts.calib_mode,
-                                percentile=opts.percentile, engine="plan", progress=progress)
+                                percentile=opts.percentile, engine="plan", progress=progress, channel_means=means)
     seconds["calibrate"] = time.perf_counter() - t0
     insert_qdq(graph, plan, stats)
     if config.get().verify:
         verify(graph)
     graph, more = second.run(graph)
     return graph, reports + more, plan
+
+
+def _smooth(graph: Graph, calibration: Any, alpha: float, progress: bool) -> Any:
+    """SmoothQuant: a first pass for per-channel max |x| of the candidate activations, then the transform; returns
+    the calibration batches as a list (they are iterated again)."""
+    from quantgraph.compiler.quantize import smooth
+    from quantgraph.compiler.quantize.stats import ChannelAbsMax
+
+    if not isinstance(calibration, (list, tuple)):
+        calibration = [calibration] if isinstance(calibration, Mapping) or hasattr(calibration, "shape") \
+            else list(calibration)
+    cands = smooth.candidates(graph)
+    if not cands:
+        return calibration
+    sinks = {t: ChannelAbsMax(-1) for t in cands}
+    calibrate_graph(graph, calibration, tensors=[], engine="plan", progress=progress, sinks=sinks)
+    smooth.smooth(graph, {t: s.max for t, s in sinks.items() if s.max is not None}, float(alpha))
+    return calibration
 
 
 def is_quantized(graph: Graph) -> bool:

@@ -56,6 +56,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from quantgraph.compiler.quantize.bias_correction import correct_bias
 from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.compiler.rules.realize_qdq import MOVES, POOLS, move_refusal
 from quantgraph.errors import InputError
@@ -535,6 +536,14 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
         w = g.tensors[n.inputs[slot]].const
         q, scale = weight_params(w, axis if plan.options.per_channel else None,
                                  _bias_floor(g, plan, anchor, params, w.shape[axis]))
+        mean = stats.means.get(n.inputs[0]) if plan.options.bias_correction and stats is not None else None
+        if mean is not None and mean.mean is not None:
+            shape = [1] * w.ndim
+            if plan.options.per_channel:
+                shape[axis] = -1
+            w_dq = q.astype(np.float32) * scale.reshape(shape)
+            correct_bias(g, plan, anchor, w, w_dq, mean.mean, axis)
+            n = g.node(anchor)
         qn = g.add_const(q, f"{n.inputs[slot]}/int8")
         sn = g.add_const(scale if plan.options.per_channel else scale.reshape(()), f"{n.inputs[slot]}/scale")
         dq = g.add("DequantizeLinear", [qn, sn], name=f"{anchor}/weights", axis=axis)
