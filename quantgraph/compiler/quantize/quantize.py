@@ -43,6 +43,13 @@ Of the int8 attention at b1: Q @ K^T 55 us, Softmax 65, P @ V 51, Transposes 37,
 MiniLM-L3 (seq 64, b1, static shapes) the two are even (2.0 vs 2.1 ms) and its dev-set metric moves 0.9964 ->
 0.9962. So no attention MatMul is kept fp32 for being attention; ``exclude=`` still keeps any of them fp32.
 
+Accuracy transforms (issue 11; all off by default, see README / the dev-set table in the commit log): ``equalize``
+(cross-layer equalization, ``equalize.py``) and ``smooth_quant`` (SmoothQuant, ``smooth.py``) rewrite the fp32
+graph before planning, so calibration sees the rewritten graph; ``bias_correction`` (``bias_correction.py``) shifts
+each group's float bias in ``insert_qdq`` by the mean error of its quantized weights, from per-channel means of the
+group inputs that calibration keeps; ``calib_mode="mse"`` / ``"auto"`` choose ranges by expected squared error
+(``observers.py``).
+
 Activations are quantized with the calibrated range widened to hold 0: ``uint8`` (and ``auto``) asymmetric, zero
 point 0 for non-negative tensors (after ReLU), ``int8`` asymmetric too (zero point in [-128, 127]); the int8
 kernels take any activation zero point (its compensation is folded into the int32 bias), so a zero point costs

@@ -158,7 +158,7 @@ def _outlier(layernorm: bool):
                   outputs=["ln"])[0]
     a = gb.op("MatMul", x, gb.const((r.standard_normal((32, 16)) * 0.2).astype(f32)), name="q")
     b = gb.op("MatMul", x, gb.const((r.standard_normal((32, 16)) * 0.2).astype(f32)), name="k")
-    gb.output(gb.op("Add", a, b, name="sum"))
+    gb.output(a, b)  # float outputs: no requantized product whose own rounding would bound the SQNR
     return gb.build()
 
 
@@ -186,8 +186,9 @@ def test_smooth_quant(layernorm: bool) -> None:
     calib = [_outlier_data(r, 16, layernorm) for _ in range(4)]
     test = _outlier_data(r, 32, layernorm)
     build = lambda: _outlier(layernorm)  # noqa: E731
-    # measured +4.2 dB through the LayerNorm, only +0.7 dB with the inserted Mul (not yet understood)
-    gain = 3 if layernorm else 0.5
+    # measured +3.8 dB through the LayerNorm, only +0.6 dB with the inserted Mul: something other than the
+    # activation scale bounds that case (not yet understood)
+    gain = 3 if layernorm else 0.4
     assert _int8_sqnr(build, calib, test, smooth_quant=0.5) > _int8_sqnr(build, calib, test) + gain
 
 
