@@ -56,9 +56,9 @@ QUANTIZE = (None, "int8")
 
 def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             input_shapes: Mapping[str, Sequence[Any]] | None = None, *, quantize: str | None = None,
-            calibration: Any = None, calib_mode: str = "minmax", percentile: float = 99.99,
+            calibration: Any = None, calib_mode: str = "auto", percentile: float = 99.99,
             activation_dtype: str = "auto", per_channel: bool = True, exclude: Sequence[str] = (),
-            precision: Mapping[str, str] | None = None, bias_correction: bool = False, equalize: bool = False,
+            precision: Mapping[str, str] | None = None, bias_correction: bool = True, equalize: bool = False,
             smooth_quant: float | None = None, progress: bool = False, **options: Any) -> CompiledModel:
     """Compile a model for this CPU, in fp32 or quantized to int8.
 
@@ -75,14 +75,17 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             models), or the ``CalibrationStats`` of ``quantgraph.calibrate(model, ...)`` at the same opt_level.
         calib_mode: "minmax", "percentile", "entropy" (KL divergence threshold search), "mse" (the clipped range of
             least expected squared quantization error, rounding and clipping, on the tensor's histogram) or "auto"
-            (per tensor, whichever of minmax / percentile / entropy / mse has the least such error).
+            (per tensor, whichever of minmax / percentile / entropy / mse has the least such error; the default:
+            dev set mean metric 0.904 -> 0.941 with bias_correction, see the commit log). CalibrationStats without
+            histograms (calibrated with mode="minmax") are used with their own mode under "auto".
         percentile: for "percentile": percent of values kept inside the range on each side.
         activation_dtype: "auto" or "uint8" (u8, asymmetric) or "int8" (s8, asymmetric).
         per_channel: weights quantized per output channel (else one scale per tensor).
         exclude: node names, op types or regexes (matched against node names) to keep in fp32.
         precision: {node name | op type | regex: "int8" | "int16" | "fp32"}: the precision of those nodes (first
             match wins; ``exclude`` wins over it).
-        bias_correction: shift each int8 layer's bias by the mean error its weight quantization adds.
+        bias_correction: shift each int8 layer's bias by the mean error its weight quantization adds (default on;
+            needs calibration batches: CalibrationStats from ``quantgraph.calibrate`` carry no channel means).
         equalize: cross-layer equalization of consecutive convs (data-free; Nagel et al. 2019).
         smooth_quant: SmoothQuant's alpha for MatMul/Gemm activations with outlier channels (None: off).
         progress: show a progress bar over the calibration batches.
@@ -155,10 +158,13 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
             raise InputError(f"calibration stats of graph '{calibration.graph}' lack {len(missing)} tensor(s) the "
                              f"quantizer needs, e.g. '{missing[0]}'; calibrate the same model at the same "
                              "opt_level (quantgraph.calibrate(model, data, opt_level=...))")
-        stats = calibration.with_mode(opts.calib_mode, opts.percentile)
+        mode = opts.calib_mode
+        if mode == "auto" and any(o.kind != "histogram" for o in calibration.observers.values()):
+            mode = calibration.mode  # min/max observers answer only their own mode; "auto" is the default
+        stats = calibration.with_mode(mode, opts.percentile)
         if means and not stats.means:
-            log.warning("bias_correction=True needs per-channel means of the group inputs, which CalibrationStats "
-                        "from quantgraph.calibrate() lack; pass calibration batches to correct biases")
+            log.info("bias_correction=True needs per-channel means of the group inputs, which CalibrationStats "
+                     "from quantgraph.calibrate() lack; pass calibration batches to correct biases")
     else:
         stats = calibrate_graph(graph, calibration, tensors=plan.observe, mode=opts.calib_mode,
                                 percentile=opts.percentile, engine="plan", progress=progress, channel_means=means)

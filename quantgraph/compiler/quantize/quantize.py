@@ -43,7 +43,8 @@ Of the int8 attention at b1: Q @ K^T 55 us, Softmax 65, P @ V 51, Transposes 37,
 MiniLM-L3 (seq 64, b1, static shapes) the two are even (2.0 vs 2.1 ms) and its dev-set metric moves 0.9964 ->
 0.9962. So no attention MatMul is kept fp32 for being attention; ``exclude=`` still keeps any of them fp32.
 
-Accuracy transforms (issue 11; all off by default, see README / the dev-set table in the commit log): ``equalize``
+Accuracy transforms (issue 11; bias correction and calib_mode "auto" on by default, the rest off: the dev-set
+table is in the commit log): ``equalize``
 (cross-layer equalization, ``equalize.py``) and ``smooth_quant`` (SmoothQuant, ``smooth.py``) rewrite the fp32
 graph before planning, so calibration sees the rewritten graph; ``bias_correction`` (``bias_correction.py``) shifts
 each group's float bias in ``insert_qdq`` by the mean error of its quantized weights, from per-channel means of the
@@ -85,7 +86,7 @@ WEIGHT_QMAX = 127
 class QuantizeOptions:
     """What ``compile(quantize="int8", ...)`` was asked for (see ``compile``'s docstring)."""
 
-    calib_mode: str = "minmax"
+    calib_mode: str = "auto"     # default by the dev set (see compile())
     percentile: float = 99.99
     activation_dtype: str = "auto"
     per_channel: bool = True
@@ -93,7 +94,7 @@ class QuantizeOptions:
     #: (pattern, precision) pairs: node names, op types or regexes -> "int8" | "int16" | "fp32"; the first match
     #: wins, and ``exclude`` (fp32) wins over all
     precision: tuple[tuple[str, str], ...] = ()
-    bias_correction: bool = False
+    bias_correction: bool = True
     equalize: bool = False
     smooth_quant: float | None = None   # SmoothQuant's alpha, None: off
 

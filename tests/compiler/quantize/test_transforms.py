@@ -22,6 +22,8 @@ def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 def _int8_sqnr(build, calib, test, **opts) -> float:
+    """SQNR of int8 vs fp32 with ``opts`` over the baseline (minmax, no bias correction)."""
+    opts = {"calib_mode": "minmax", "bias_correction": False, **opts}
     fp32 = build()
     want = interpreter.run(fp32, {"x": test})[fp32.outputs[0]]
     m = quantgraph.compile(build(), quantize="int8", calibration=calib, **opts)
