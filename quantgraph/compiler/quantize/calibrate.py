@@ -18,7 +18,7 @@ import numpy as np
 from quantgraph import config
 from quantgraph.compiler.executable import CompiledModel, validate_feeds
 from quantgraph.compiler.quantize.observers import DEFAULT_BINS, MODES, Observer, make_observer
-from quantgraph.compiler.quantize.stats import CalibrationStats
+from quantgraph.compiler.quantize.stats import CalibrationStats, ChannelMean
 from quantgraph.errors import InputError
 from quantgraph.ir import interpreter
 from quantgraph.ir.dtypes import is_float
@@ -40,8 +40,8 @@ def calibrate(model: Any, data: Any, *, tensors: Sequence[str] | None = None, mo
             models). A single dict or array is one batch.
         tensors: tensor names of the optimized graph to observe; default: every float tensor that is not a
             constant (inputs and node outputs).
-        mode: how ranges are chosen: "minmax" (min/max observers), "percentile" or "entropy" (histograms; a
-            histogram also answers the other two modes, see ``CalibrationStats.range``).
+        mode: how ranges are chosen: "minmax" (min/max observers), "percentile", "entropy", "mse" or "auto"
+            (histograms; a histogram also answers every other mode, see ``CalibrationStats.range``).
         percentile: for "percentile": percent of values inside the range on each side (99.99 clips 0.01 %).
         bins: histogram bins (percentile and entropy).
         opt_level: optimization level (default: ``compile``'s). The graph observed is the one
@@ -75,11 +75,15 @@ def calibrate(model: Any, data: Any, *, tensors: Sequence[str] | None = None, mo
 
 def calibrate_graph(graph: Graph, data: Any, *, tensors: Sequence[str] | None = None, mode: str = "minmax",
                     percentile: float = 99.99, bins: int = DEFAULT_BINS, engine: str = "plan",
-                    progress: bool = True, compiled: CompiledModel | None = None) -> CalibrationStats:
+                    progress: bool = True, compiled: CompiledModel | None = None,
+                    channel_means: Mapping[str, int] | None = None,
+                    sinks: Mapping[str, Any] | None = None) -> CalibrationStats:
     """:func:`calibrate` on a graph as it is (the quantize pipeline calls this on its optimized fp32 graph).
 
     ``compiled`` reuses a ``CompiledModel`` of this graph (its kernels and plans) for ``engine="plan"``;
     otherwise the graph is lowered here. "auto" means "plan" when ``compiled`` has kernels or none is given.
+    ``channel_means``: {tensor: channel axis}: also keep those tensors' per-channel means (``stats.means``).
+    ``sinks``: {tensor: object with ``observe(array)``}: more statistics, kept by the caller (SmoothQuant's).
     """
     if mode not in MODES:
         raise ValueError(f"calibration mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -89,10 +93,14 @@ def calibrate_graph(graph: Graph, data: Any, *, tensors: Sequence[str] | None = 
         engine = "interpreter" if compiled is not None and compiled.lowered is None else "plan"
     watch = observed_tensors(graph, tensors)
     observers: dict[str, Observer] = {t: make_observer(mode, bins) for t in watch}
+    means = {t: ChannelMean(axis) for t, axis in (channel_means or {}).items()}
+    watchers: dict[str, Any] = dict(observers)
+    for t, m in list(means.items()) + list((sinks or {}).items()):  # a tensor watched twice: one callback
+        watchers[t] = _Both(watchers[t], m) if t in watchers else m
     if engine == "plan":
-        run = _plan_runner(graph, observers, compiled)
+        run = _plan_runner(graph, watchers, compiled)
     else:
-        run = _interpreter_runner(graph, observers)
+        run = _interpreter_runner(graph, watchers)
     inputs = [graph.tensors[t] for t in graph.inputs]
     n = 0
     for i, batch in enumerate(_batches(data, progress)):
@@ -102,7 +110,16 @@ def calibrate_graph(graph: Graph, data: Any, *, tensors: Sequence[str] | None = 
     if n == 0:
         raise InputError("calibration data is empty: it yielded no batch; pass an iterable of feed dicts, arrays "
                          "or lists of arrays in input order")
-    return CalibrationStats(observers, mode, percentile, n, graph.name)
+    return CalibrationStats(observers, mode, percentile, n, graph.name, means)
+
+
+class _Both:
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def observe(self, x: Any) -> None:
+        for s in self.sinks:
+            s.observe(x)
 
 
 def observed_tensors(graph: Graph, tensors: Sequence[str] | None = None) -> list[str]:

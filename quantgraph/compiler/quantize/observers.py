@@ -3,7 +3,7 @@
     obs = HistogramObserver()
     for batch in batches:
         obs.observe(activation(batch))
-    lo, hi = obs.range("entropy")          # or "minmax", "percentile" (percentile=99.99)
+    lo, hi = obs.range("entropy")          # or "minmax", "percentile" (percentile=99.99), "mse", "auto"
 
 * :class:`MinMaxObserver` keeps the exact min and max.
 * :class:`HistogramObserver` also keeps ``bins`` counts on a grid of power-of-two bin width ``w = 2**exp`` anchored
@@ -34,7 +34,13 @@ DEFAULT_BINS = 4096
 #: smallest bin width 2**MIN_EXP: finer bins resolve nothing an int8 scale of a realistic tensor can represent,
 #: and the bound keeps bin indices of an all-zero start finite
 MIN_EXP = -40
-MODES = ("minmax", "percentile", "entropy")
+MODES = ("minmax", "percentile", "entropy", "mse", "auto")
+#: the modes "auto" chooses among (per tensor, the one of least expected squared error on its histogram)
+AUTO_CANDIDATES = ("minmax", "percentile", "entropy", "mse")
+#: clipping factors the mse search tries: the range (a*lo, a*hi), a on a geometric grid of MSE_STEPS in
+#: [MSE_MIN, 1] (geometric: a long tail puts the best a far below 1, where a linear grid is coarse)
+MSE_STEPS = 160
+MSE_MIN = 1e-3
 #: quantization levels of the entropy search: u8 spans [0, T] with 255 steps; a signed tensor is searched on |x|
 #: with the 128 magnitudes of s8 (TensorRT's convention)
 LEVELS_UNSIGNED = 255
@@ -242,7 +248,46 @@ class HistogramObserver(Observer):
             if not 50.0 < percentile <= 100.0:
                 raise ValueError(f"percentile must be in (50, 100]; got {percentile}")
             return (self.quantile(1.0 - percentile / 100.0), self.quantile(percentile / 100.0))
+        if mode == "mse":
+            return self.mse_range()
+        if mode == "auto":
+            cands = [self.range(m, percentile) for m in AUTO_CANDIDATES]
+            errs = [self.quant_error(*r) for r in cands]   # type: ignore[misc]
+            return cands[int(np.argmin(errs))]
         return self.entropy_range()
+
+    # -- the expected squared quantization error of a range (modes "mse" and "auto") -------------------------
+    def _centers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(value, count) of every non-empty bin, the value its centre narrowed to the observed [min, max]."""
+        assert self.exp is not None
+        k = np.flatnonzero(self.counts)
+        w = 2.0 ** self.exp
+        v = np.clip((k + self.offset + 0.5) * w, self.min, self.max)
+        return v, self.counts[k].astype(np.float64)
+
+    def quant_errors(self, los: np.ndarray, his: np.ndarray) -> np.ndarray:
+        """Expected squared error (per value) of quantizing the data to 256 levels over each range (lo, hi),
+        widened to hold 0 as the quantize pass does: clipping error (x - clip(x))^2 plus rounding error
+        step^2 / 12 for every value (uniform within a step)."""
+        v, c = self._centers()
+        lo = np.minimum(np.asarray(los, np.float64), 0.0)[:, None]
+        hi = np.maximum(np.asarray(his, np.float64), 0.0)[:, None]
+        step = np.maximum(hi - lo, 1e-30) / 255.0
+        clip = (v[None, :] - np.clip(v[None, :], lo, hi)) ** 2
+        return ((clip + step ** 2 / 12.0) * c[None, :]).sum(axis=1) / c.sum()
+
+    def quant_error(self, lo: float, hi: float) -> float:
+        return float(self.quant_errors(np.array([lo]), np.array([hi]))[0])
+
+    def mse_range(self) -> Range | None:
+        """The range (a*min, a*max), a on a grid of ``MSE_STEPS`` in [MSE_MIN, 1], of least :meth:`quant_errors`:
+        clipping the tail trades its clipping error for finer steps everywhere else."""
+        if self.min is None:
+            return None
+        a = np.geomspace(MSE_MIN, 1.0, MSE_STEPS)
+        errs = self.quant_errors(a * self.min, a * self.max)
+        best = a[int(np.argmin(errs))]
+        return (float(best * self.min), float(best * self.max))
 
     def quantile(self, q: float) -> float:
         """The value below which a fraction ``q`` of the data lies, within one bin width of ``np.quantile``.
@@ -333,7 +378,7 @@ def observer_from_state(s: dict[str, Any]) -> Observer:
 
 
 def make_observer(mode: str, bins: int = DEFAULT_BINS) -> Observer:
-    """The observer a calibration mode needs: min/max for "minmax", a histogram for "percentile" and "entropy"."""
+    """The observer a calibration mode needs: min/max for "minmax", a histogram for every other mode."""
     _check_mode(mode)
     return MinMaxObserver() if mode == "minmax" else HistogramObserver(bins)
 

@@ -43,6 +43,14 @@ Of the int8 attention at b1: Q @ K^T 55 us, Softmax 65, P @ V 51, Transposes 37,
 MiniLM-L3 (seq 64, b1, static shapes) the two are even (2.0 vs 2.1 ms) and its dev-set metric moves 0.9964 ->
 0.9962. So no attention MatMul is kept fp32 for being attention; ``exclude=`` still keeps any of them fp32.
 
+Accuracy transforms (issue 11; bias correction and calib_mode "auto" on by default, the rest off: the dev-set
+table is in the commit log): ``equalize``
+(cross-layer equalization, ``equalize.py``) and ``smooth_quant`` (SmoothQuant, ``smooth.py``) rewrite the fp32
+graph before planning, so calibration sees the rewritten graph; ``bias_correction`` (``bias_correction.py``) shifts
+each group's float bias in ``insert_qdq`` by the mean error of its quantized weights, from per-channel means of the
+group inputs that calibration keeps; ``calib_mode="mse"`` / ``"auto"`` choose ranges by expected squared error
+(``observers.py``).
+
 Activations are quantized with the calibrated range widened to hold 0: ``uint8`` (and ``auto``) asymmetric, zero
 point 0 for non-negative tensors (after ReLU), ``int8`` asymmetric too (zero point in [-128, 127]); the int8
 kernels take any activation zero point (its compensation is folded into the int32 bias), so a zero point costs
@@ -56,6 +64,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from quantgraph.compiler.quantize.bias_correction import correct_bias
 from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.compiler.rules.realize_qdq import MOVES, POOLS, move_refusal
 from quantgraph.errors import InputError
@@ -77,7 +86,7 @@ WEIGHT_QMAX = 127
 class QuantizeOptions:
     """What ``compile(quantize="int8", ...)`` was asked for (see ``compile``'s docstring)."""
 
-    calib_mode: str = "minmax"
+    calib_mode: str = "auto"     # default by the dev set (see compile())
     percentile: float = 99.99
     activation_dtype: str = "auto"
     per_channel: bool = True
@@ -85,7 +94,7 @@ class QuantizeOptions:
     #: (pattern, precision) pairs: node names, op types or regexes -> "int8" | "int16" | "fp32"; the first match
     #: wins, and ``exclude`` (fp32) wins over all
     precision: tuple[tuple[str, str], ...] = ()
-    bias_correction: bool = False
+    bias_correction: bool = True
     equalize: bool = False
     smooth_quant: float | None = None   # SmoothQuant's alpha, None: off
 
@@ -535,6 +544,14 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
         w = g.tensors[n.inputs[slot]].const
         q, scale = weight_params(w, axis if plan.options.per_channel else None,
                                  _bias_floor(g, plan, anchor, params, w.shape[axis]))
+        mean = stats.means.get(n.inputs[0]) if plan.options.bias_correction and stats is not None else None
+        if mean is not None and mean.mean is not None:
+            shape = [1] * w.ndim
+            if plan.options.per_channel:
+                shape[axis] = -1
+            w_dq = q.astype(np.float32) * scale.reshape(shape)
+            correct_bias(g, plan, anchor, w, w_dq, mean.mean, axis)
+            n = g.node(anchor)
         qn = g.add_const(q, f"{n.inputs[slot]}/int8")
         sn = g.add_const(scale if plan.options.per_channel else scale.reshape(()), f"{n.inputs[slot]}/scale")
         dq = g.add("DequantizeLinear", [qn, sn], name=f"{anchor}/weights", axis=axis)

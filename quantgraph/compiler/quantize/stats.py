@@ -42,14 +42,15 @@ class CalibrationStats:
 
     Args:
         observers: tensor name -> observer (kept, not copied).
-        mode: "minmax", "percentile" or "entropy"; the latter two need histogram observers.
+        mode: one of ``MODES`` ("minmax", "percentile", "entropy", "mse", "auto"); all but "minmax" need histogram
+            observers.
         percentile: for mode "percentile": the share of values kept inside the range on each side, in percent.
         batches: how many calibration batches were observed.
         graph: name of the calibrated graph (informational).
     """
 
     def __init__(self, observers: Mapping[str, Observer], mode: str = "minmax", percentile: float = 99.99,
-                 batches: int = 0, graph: str = ""):
+                 batches: int = 0, graph: str = "", means: Mapping[str, "ChannelMean"] | None = None):
         if mode not in MODES:
             raise ValueError(f"calibration mode must be one of {', '.join(MODES)}; got {mode!r}")
         if mode != "minmax":
@@ -62,6 +63,8 @@ class CalibrationStats:
         self.percentile = float(percentile)
         self.batches = int(batches)
         self.graph = graph
+        #: per-channel means of some tensors (bias correction's group inputs); kept in memory only, not saved
+        self.means: dict[str, ChannelMean] = dict(means or {})
         self._ranges: dict[tuple, Range | None] = {}
 
     # -- lookups ----------------------------------------------------------------------------------------------
@@ -109,7 +112,7 @@ class CalibrationStats:
         pct = self.percentile if percentile is None else float(percentile)
         if (mode, pct) == (self.mode, self.percentile):
             return self
-        return CalibrationStats(self.observers, mode, pct, self.batches, self.graph)
+        return CalibrationStats(self.observers, mode, pct, self.batches, self.graph, self.means)
 
     # -- combining --------------------------------------------------------------------------------------------
     def merge(self, other: "CalibrationStats") -> "CalibrationStats":
@@ -199,6 +202,42 @@ class CalibrationStats:
 
     def __repr__(self) -> str:  # noqa: D105
         return f"CalibrationStats({len(self)} tensors, {self.batches} batches, mode={self.mode!r})"
+
+
+class ChannelMean:
+    """Running per-channel mean of a tensor along ``axis`` (every other axis averaged: N, H, W for NCHW)."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+        self.sum: np.ndarray | None = None
+        self.count = 0
+
+    def observe(self, x: Any) -> None:
+        x = np.asarray(x, np.float64)
+        axis = self.axis % x.ndim
+        rest = tuple(a for a in range(x.ndim) if a != axis)
+        s = x.sum(axis=rest)
+        self.sum = s if self.sum is None else self.sum + s
+        self.count += x.size // x.shape[axis]
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        return None if self.sum is None or self.count == 0 else self.sum / self.count
+
+
+class ChannelAbsMax:
+    """Running per-channel max |x| along ``axis`` (SmoothQuant's activation statistic)."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+        self.max: np.ndarray | None = None
+
+    def observe(self, x: Any) -> None:
+        x = np.asarray(x)
+        axis = self.axis % x.ndim
+        rest = tuple(a for a in range(x.ndim) if a != axis)
+        m = np.abs(x).max(axis=rest).astype(np.float64)
+        self.max = m if self.max is None else np.maximum(self.max, m)
 
 
 def _num(v: float | None) -> str:

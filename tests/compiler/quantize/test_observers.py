@@ -180,7 +180,7 @@ def test_minmax_observer_has_no_histogram_ranges() -> None:
     with pytest.raises(ValueError, match="keeps no histogram"):
         obs.range("entropy")
     with pytest.raises(ValueError, match="mode must be one of"):
-        make_observer("mse")
+        make_observer("l2")
 
 
 def test_state_round_trips_through_json() -> None:
