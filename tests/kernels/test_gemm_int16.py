@@ -42,3 +42,21 @@ def test_gemm_int16_epilogue_and_layout_checks():
     assert np.array_equal(gemm_s16s16s32(a, p, epi), gemm_reference(a, w, epilogue=epi))
     with pytest.raises(KernelError, match="packed as 'k2n32'; want '(k4n32|amx)'"):
         gemm_u8s8s32(a.astype(np.uint8), p)
+
+
+def test_gemm_int16_large_k_at_int16_qmax_does_not_overflow(isa):
+    """An int16 group's worst case: K=4608 products of |x| = int16_qmax(K) and |w| = 127 (s8 weights widened)
+    plus a bias fit int32 exactly, so every rung equals the int64 sum (no wrap)."""
+    from quantgraph.compiler.quantize.quantize import int16_qmax
+    k, n, bias = 4608, 40, 10 ** 6
+    q = int16_qmax(k, bias)
+    rng = np.random.default_rng(3)
+    a = rng.choice([-q, q], (4, k)).astype(np.int16)
+    a[0] = q
+    w = rng.choice([-127, 127], (k, n)).astype(np.int8).astype(np.int16)
+    w[:, 0] = 127
+    b = np.full(n, bias, np.int32)
+    got = gemm_s16s16s32(a, pack_weights(w, a_dtype="int16", bias_s32=b))
+    want = a.astype(np.int64) @ w.astype(np.int64) + bias
+    assert want.max() <= 2 ** 31 - 1 and want[0, 0] == k * 127 * q + bias
+    assert np.array_equal(got.astype(np.int64), want)
