@@ -8,6 +8,7 @@ Plans (buffers bound for one input-shape signature) are built on the first call 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from quantgraph.compiler.pipeline import build_quantized, optimize
 from quantgraph.compiler.quantize.bias_correction import input_channel_axes
 from quantgraph.compiler.quantize.calibrate import calibrate_graph
 from quantgraph.compiler.quantize.equalize import equalize
+from quantgraph.compiler.quantize.range_guard import guarded_tensors, range_conflicts
 from quantgraph.compiler.quantize.quantize import QuantizeOptions, QuantPlan, insert_qdq, plan_quantization
 from quantgraph.compiler.quantize.sensitivity import QuantSource
 from quantgraph.compiler.quantize.stats import CalibrationStats
@@ -60,8 +62,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             calibration: Any = None, calib_mode: str = "auto", percentile: float = 99.99,
             activation_dtype: str = "auto", per_channel: bool = True, exclude: Sequence[str] = (),
             precision: Mapping[str, str] | None = None, bias_correction: bool = True, equalize: bool = False,
-            smooth_quant: float | None = None, accuracy_target: Any = None, accuracy_tolerance: float = 0.005,
-            progress: bool = False, **options: Any) -> CompiledModel:
+            smooth_quant: float | None = None, range_guard: bool = True, accuracy_target: Any = None,
+            accuracy_tolerance: float = 0.005, progress: bool = False, **options: Any) -> CompiledModel:
     """Compile a model for this CPU, in fp32 or quantized to int8.
 
     Args:
@@ -90,6 +92,9 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             needs calibration batches: CalibrationStats from ``quantgraph.calibrate`` carry no channel means).
         equalize: cross-layer equalization of consecutive convs (data-free; Nagel et al. 2019).
         smooth_quant: SmoothQuant's alpha for MatMul/Gemm activations with outlier channels (None: off).
+        range_guard: after calibration, keep fp32 the int8 readers of tensors holding sentinel values (masks of
+            -1e4 .. -3.4e38) and Concats of ranges 64x apart with their readers (``quantize/range_guard.py``);
+            the reasons are in ``model.quantization.decisions``.
         accuracy_target: an output SQNR in dB, or a callable ``metric(model) -> float`` (higher is better): keep
             the units that harm accuracy most in a wider precision until the model meets it (``quantize/search.py``;
             the trials are in ``model.accuracy_search``). Needs ``calibration`` as a sequence of batches.
@@ -109,7 +114,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
     if quantize is None and accuracy_target is not None:
         raise ValueError("accuracy_target= was given without quantize='int8'")
     qopts = QuantizeOptions(calib_mode, percentile, activation_dtype, per_channel, tuple(exclude),
-                            tuple((precision or {}).items()), bias_correction, equalize, smooth_quant)
+                            tuple((precision or {}).items()), bias_correction, equalize, smooth_quant,
+                            range_guard)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = to_graph(model)
@@ -170,13 +176,21 @@ def _search(source: QuantSource, before: dict, reports: list, seconds: dict, tar
 
 def _stats_for(graph: Graph, plan: QuantPlan, source: QuantSource) -> CalibrationStats:
     """The source's stats, calibrating (once more) only the tensors a changed plan needs and they lack."""
-    missing = [t for t in plan.observe if t not in source.stats]
-    if not missing:
-        return source.stats
-    more = calibrate_graph(graph, source.data, tensors=missing, mode=source.stats.mode,
-                           percentile=source.stats.percentile, engine="plan", progress=False)
-    source.stats = source.stats.merge(more)
+    source.stats = _calibrate_missing(graph, plan, source.stats, source.data)
     return source.stats
+
+
+def _calibrate_missing(graph: Graph, plan: QuantPlan, stats: CalibrationStats, data: Any) -> CalibrationStats:
+    missing = [t for t in plan.observe if t not in stats]
+    if not missing:
+        return stats
+    if data is None:
+        raise InputError(f"the changed quantization plan needs {len(missing)} tensor(s) calibrated that were not, "
+                         f"e.g. '{missing[0]}', and the calibration data was an iterator (used up) or "
+                         "CalibrationStats: pass a list of batches")
+    more = calibrate_graph(graph, data, tensors=missing, mode=stats.mode, percentile=stats.percentile,
+                           engine="plan", progress=False)
+    return stats.merge(more)
 
 
 def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOptions, progress: bool,
@@ -217,8 +231,23 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
             log.info("bias_correction=True needs per-channel means of the group inputs, which CalibrationStats "
                      "from quantgraph.calibrate() lack; pass calibration batches to correct biases")
     else:
-        stats = calibrate_graph(graph, calibration, tensors=plan.observe, mode=opts.calib_mode,
+        extra = guarded_tensors(graph, plan) if opts.range_guard else []
+        stats = calibrate_graph(graph, calibration, tensors=plan.observe + extra, mode=opts.calib_mode,
                                 percentile=opts.percentile, engine="plan", progress=progress, channel_means=means)
+    if opts.range_guard:
+        kept = range_conflicts(graph, plan, stats)
+        if kept:
+            for node, why in kept.items():
+                log.info("quantize: %s stays fp32 (%s)", node, why)
+            guarded = dataclasses.replace(opts, kept_float=tuple(kept.items()))
+            replan = plan_quantization(graph, guarded)
+            if data is not None or all(t in stats for t in replan.observe):
+                opts, plan = guarded, replan
+                stats = _calibrate_missing(graph, plan, stats, data)
+            else:
+                log.warning("quantize: the range guards would keep %d node(s) fp32 (e.g. %s: %s), but the new "
+                            "plan needs tensors calibrated again and calibration= was an iterator; pass a list",
+                            len(kept), *next(iter(kept.items())))
     seconds["calibrate"] = time.perf_counter() - t0
     source = QuantSource(graph.copy(), stats, opts, opt_level, data)
     insert_qdq(graph, plan, stats)

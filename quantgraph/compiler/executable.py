@@ -128,13 +128,13 @@ class CompiledModel:
         self._last_profile = prof
         return prof
 
-    def quantization_report(self, data: Any = None) -> Any:
+    def quantization_report(self, data: Any = None, sensitivity: bool = True) -> Any:
         """Per quantized unit, the error its quantization adds (alone, and with everything before it quantized),
         its scales and ranges, worst flagged; over ``data`` or the calibration batches
         (``compiler/quantize/sensitivity.py``)."""
         from quantgraph.compiler.quantize.sensitivity import quantization_report
 
-        return quantization_report(self, data)
+        return quantization_report(self, data, sensitivity)
 
     def summary(self) -> str:
         """A text report: op counts before/after optimisation, fusions applied, kernels per op type, and time per op

@@ -82,5 +82,4 @@ def correct_bias(graph: Graph, plan, anchor: str, w: np.ndarray, w_dq: np.ndarra
     else:  # MatMul's bias Add: the constant's slot
         add = next(c for c in g.consumers(n.outputs[0]) if c.op == "Add")
         g.set_inputs_of(add, [new if t == b_name else t for t in add.inputs])
-    plan.biases[anchor] = new
     return True

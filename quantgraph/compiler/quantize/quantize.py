@@ -116,6 +116,10 @@ class QuantizeOptions:
     bias_correction: bool = True
     equalize: bool = False
     smooth_quant: float | None = None   # SmoothQuant's alpha, None: off
+    #: the post-calibration range guards (``range_guard.py``: sentinel values, Concat of unlike ranges)
+    range_guard: bool = True
+    #: (node name, reason) pairs kept fp32 by the range guards; set by compile(), not by users
+    kept_float: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in ACTIVATION_DTYPES:
@@ -157,7 +161,8 @@ class QuantizeOptions:
                 "activation_dtype": self.activation_dtype, "per_channel": self.per_channel,
                 "exclude": list(self.exclude), "precision": [list(kv) for kv in self.precision],
                 "bias_correction": self.bias_correction, "equalize": self.equalize,
-                "smooth_quant": self.smooth_quant}
+                "smooth_quant": self.smooth_quant, "range_guard": self.range_guard,
+                "kept_float": [list(kv) for kv in self.kept_float]}
 
 
 @dataclass(frozen=True)
@@ -398,9 +403,13 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     topo = g.topo()
     decisions: dict[str, Decision] = {}
     excluded: set[str] = set()
+    guarded = dict(options.kept_float)
     for n in topo:
         p = _excluded_by(n, options.exclude)
-        if p is not None:
+        if n.name in guarded:
+            excluded.add(n.name)
+            decisions[n.name] = Decision(n.name, n.op, "fp32", f"range guard: {guarded[n.name]}")
+        elif p is not None:
             excluded.add(n.name)
             decisions[n.name] = Decision(n.name, n.op, "fp32", f"excluded by exclude={p!r}")
         elif options.precision_of(n) == "fp32":
