@@ -266,6 +266,9 @@ def switched_graph(g: Graph, gq: Graph,
                     ins.append(sw.add_const(_dequantized(gq, p), sw.unique_name(f"{fp.inputs[i]}/int8")))
                 elif p is not None and p.op == "DequantizeLinear":
                     ins.append(_fake_quant(sw, gq, gq.producer(p.inputs[0]), p, fp.inputs[i], f"{u.name}/int8/{i}"))
+                elif gq.tensors[x].const is not None and (i >= len(fp.inputs) or fp.inputs[i] != x):
+                    # a constant insert_qdq made (bias correction's shifted or added bias): the twin uses it
+                    ins.append(sw.add_const(gq.tensors[x].const, sw.unique_name(f"{x}/int8")))
                 else:
                     ins.append(fp.inputs[i])
             y = sw.add(n.op, ins, name=f"{name}/int8", **n.attrs)

@@ -27,6 +27,15 @@ def _pooled_sqnr(fp32, model, feeds: list) -> float:
     return _sqnr(np.concatenate(ref), np.concatenate(got))
 
 
+def _on_off(graph, feeds):
+    """The model quantized with the guards on and off, and the output SQNR of each against fp32 (held-out data)."""
+    calib, held = feeds(6, 0), feeds(4, 9)
+    fp32 = quantgraph.compile(graph)
+    on = quantgraph.compile(graph, quantize="int8", calibration=calib)
+    off = quantgraph.compile(graph, quantize="int8", calibration=calib, range_guard=False)
+    return on, off, _pooled_sqnr(fp32, on, held), _pooled_sqnr(fp32, off, held)
+
+
 def _masked_maxpool():
     """x -> MatMul -> Where(valid, h, -1e9) -> MaxPool (2 wide: every window keeps one valid value) -> Flatten ->
     MatMul + bias: a masked max, as text models pool over padded time steps."""
@@ -55,11 +64,7 @@ def _masked_maxpool():
 
 def test_sentinel_mask_before_an_int8_reader_is_kept_fp32():
     graph, feeds = _masked_maxpool()
-    calib, held = feeds(6, 0), feeds(4, 9)
-    fp32 = quantgraph.compile(graph)
-    on = quantgraph.compile(graph, quantize="int8", calibration=calib)
-    off = quantgraph.compile(graph, quantize="int8", calibration=calib, range_guard=False)
-    s_on, s_off = _pooled_sqnr(fp32, on, held), _pooled_sqnr(fp32, off, held)
+    on, off, s_on, s_off = _on_off(graph, feeds)
     assert s_off < 10.0, s_off             # one scale for -1e9 and the data: the data has no level left
     assert s_on > 30.0 and s_on > s_off + 20.0, (s_on, s_off)
     d = on.quantization.decisions
@@ -94,11 +99,7 @@ def _box_score_concat():
 
 def test_concat_of_pixels_and_scores_keeps_its_own_scales():
     graph, feeds = _box_score_concat()
-    calib, held = feeds(6, 0), feeds(4, 9)
-    fp32 = quantgraph.compile(graph)
-    on = quantgraph.compile(graph, quantize="int8", calibration=calib)
-    off = quantgraph.compile(graph, quantize="int8", calibration=calib, range_guard=False)
-    s_on, s_off = _pooled_sqnr(fp32, on, held), _pooled_sqnr(fp32, off, held)
+    on, off, s_on, s_off = _on_off(graph, feeds)
     assert s_on > 30.0 and s_on > s_off + 10.0, (s_on, s_off)
     d = on.quantization.decisions
     assert d["cat"].precision == "fp32" and "Concat 'cat' joins ranges" in d["cat"].reason
