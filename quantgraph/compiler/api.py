@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 #: ops that mark a graph as quantized already (an imported QDQ or QOperator model)
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                           "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear"})
+                           "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear",
+                           "QuantizeClip"})
 
 #: NHWC (the layout pass of O3) is faster than NCHW for our conv kernels: see kernels/fp32/threads.py, README
 DEFAULT_OPT_LEVEL = 3

@@ -169,8 +169,9 @@ class QuantizeOptions:
 class Decision:
     """What the quantizer decided for one node of the fp32 graph.
 
-    ``precision`` is "int8" or "fp32"; ``reason`` says why a node stays fp32 (or, for int8, what it is fused
-    into); ``group`` names the anchor of the int8 group the node belongs to; ``output`` is the dtype the group writes.
+    ``precision`` is "int8", "int16" (W8A16 groups) or "fp32"; ``reason`` says why a node stays fp32 (or, for
+    int8 / int16, what it is fused into); ``group`` names the anchor of the group the node belongs to; ``output`` is
+    the dtype the group writes (always float32 for int16 groups).
     """
 
     node: str
@@ -191,6 +192,8 @@ class _Unit:
     int8_in: list[tuple[str, int]] = field(default_factory=list)   # (node, slot) reading int8 when it runs int8
     residual: tuple[str, int] | None = None                         # a group's residual (node, slot)
     int8_out: bool = False
+    #: an int16 (W8A16) group: its activation is read as int16 (not through ``int8_in``) and it writes float32
+    int16: bool = False
 
     @property
     def name(self) -> str:
@@ -215,6 +218,8 @@ class QuantPlan:
     all_readers: set[str]
     weights: dict[str, tuple[int, int]]
     biases: dict[str, str] = field(default_factory=dict)   # anchor -> its float bias constant
+    #: int16 groups: anchor -> the activation tensor it reads as int16 (symmetric, ``int16_qmax`` levels a side)
+    int16: dict[str, str] = field(default_factory=dict)
 
     @property
     def int8_nodes(self) -> list[str]:
@@ -237,7 +242,8 @@ class QuantPlan:
 
     def summary(self) -> str:
         c = self.counts()
-        lines = [f"quantization: {sum(c['int8'].values())} nodes int8, {sum(c['fp32'].values())} fp32 "
+        wide = f", {sum(c['int16'].values())} int16" if c["int16"] else ""
+        lines = [f"quantization: {sum(c['int8'].values())} nodes int8{wide}, {sum(c['fp32'].values())} fp32 "
                  f"(activations {self.options.storage}, weights int8 "
                  f"{'per channel' if self.options.per_channel else 'per tensor'}, calibration "
                  f"{self.options.calib_mode})"]
@@ -403,6 +409,7 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     topo = g.topo()
     decisions: dict[str, Decision] = {}
     excluded: set[str] = set()
+    wide: set[str] = set()   # anchors asked int16
     guarded = dict(options.kept_float)
     for n in topo:
         p = _excluded_by(n, options.exclude)
@@ -416,8 +423,13 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
             excluded.add(n.name)
             decisions[n.name] = Decision(n.name, n.op, "fp32", "precision= asks fp32")
         elif options.precision_of(n) == "int16":
-            raise NotImplementedError(f"precision='int16' for node {n.name!r} ({n.op}): int16 groups are not "
-                                      "realized yet (planned: int16 symmetric activations, see int16_qmax)")
+            # NOTE: an error, not a silent fp32: int16 is a property of a whole group, named by its anchor, and a
+            # pattern that catches other ops too is most likely a mistake the user wants to hear about
+            if n.op not in ANCHORS:
+                raise InputError(f"precision= asks int16 for node '{n.name}' ({n.op}); int16 applies to "
+                                 f"Conv/MatMul/Gemm groups: name the anchor ({', '.join(ANCHORS)}), its bias Add "
+                                 "and activation follow it")
+            wide.add(n.name)
     units: list[_Unit] = []
     claimed: set[str] = set()
     for n in topo:
@@ -428,7 +440,14 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
             if why:
                 decisions[n.name] = Decision(n.name, n.op, "fp32", why)
                 continue
+            if n.name in wide and _two_activation(g, n):
+                # NOTE: int16 needs constant s8 weights (W8A16); two activations have no such form: keep it wider
+                decisions[n.name] = Decision(n.name, n.op, "fp32", "precision= asks int16, which a MatMul of two "
+                                             "activations does not have (B computed): kept fp32")
+                continue
             u = _grow(g, n, claimed, excluded)
+            if n.name in wide:
+                u.int16, u.int8_in = True, []
         elif n.op == "Add":
             a, b = n.inputs[0], n.inputs[1]
             if not (_float_activation(g, a) and _float_activation(g, b) and _same_shape(g, a, b)):
@@ -464,7 +483,7 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     while changed:
         changed = False
         for u in reversed(units):
-            if not u.int8_out and _read_as_int8(g, u, by_node):
+            if not u.int8_out and not u.int16 and _read_as_int8(g, u, by_node):
                 u.int8_out = changed = True
     active = [u for u in units if u.kind == "group" or u.int8_out]
 
@@ -473,6 +492,7 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     all_readers: set[str] = set()
     weights: dict[str, tuple[int, int]] = {}
     biases: dict[str, str] = {}
+    int16: dict[str, str] = {}
     for u in active:
         ins = list(u.int8_in) + ([u.residual] if u.residual is not None and u.int8_out else [])
         for node, slot in ins:
@@ -488,10 +508,12 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
             b = _group_bias(g, u)
             if b:
                 biases[u.name] = b
+        if u.int16:
+            int16[u.name] = u.nodes[0].inputs[0]
         out = options.storage if u.int8_out else "float32"
         for m in u.nodes:
             what = "" if m is u.nodes[0] else f"fused into {u.name}"
-            decisions[m.name] = Decision(m.name, m.op, "int8", what, u.name, out)
+            decisions[m.name] = Decision(m.name, m.op, "int16" if u.int16 else "int8", what, u.name, out)
     for u in units:
         if u not in active:
             for m in u.nodes:
@@ -514,9 +536,9 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
         quantized[t] = src
     for n in topo:
         decisions.setdefault(n.name, Decision(n.name, n.op, "fp32", f"no int8 form for {n.op}"))
-    observe = list(dict.fromkeys(quantized.values()))
+    observe = list(dict.fromkeys(list(quantized.values()) + list(int16.values())))
     return QuantPlan(options, {n.name: decisions[n.name] for n in topo}, observe, quantized, readers, all_readers,
-                     weights, biases)
+                     weights, biases, int16)
 
 
 # -- parameters ---------------------------------------------------------------------------------------------------
@@ -568,11 +590,17 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
                              f"{', '.join(n for n, _ in plan.readers.get(t, [])) or 'int8 ops'}); "
                              "it cannot be quantized: check the calibration data, or exclude= its readers")
         params[t] = activation_params(rng[0], rng[1], storage)
+    wide = {a: _int16_range(g, plan, stats, a, t) for a, t in plan.int16.items()}   # anchor -> (amax, K, s0)
+    w_scales: dict[str, np.ndarray] = {}
     for anchor, (slot, axis) in plan.weights.items():
         n = g.node(anchor)
         w = g.tensors[n.inputs[slot]].const
+        x = n.inputs[0]
+        x_scale = wide[anchor][2] if anchor in wide else (
+            params[plan.quantized[x]][0] if plan.quantized.get(x) in params else None)
         q, scale = weight_params(w, axis if plan.options.per_channel else None,
-                                 _bias_floor(g, plan, anchor, params, w.shape[axis]))
+                                 _bias_floor(g, plan, anchor, x_scale, w.shape[axis]))
+        w_scales[anchor] = scale
         mean = stats.means.get(n.inputs[0]) if plan.options.bias_correction and stats is not None else None
         if mean is not None and mean.mean is not None:
             shape = [1] * w.ndim
@@ -590,26 +618,94 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
     for t, src in plan.quantized.items():  # NOTE: after the weights, whose bias floor reads the anchors' inputs
         scale, zp = params[src]
         _insert_pair(g, t, scale, zp, storage, plan.readers.get(t, []), t in plan.all_readers)
+    # NOTE: after the int8 pairs: an int16 group reading a tensor that an int8 op writes reads its DQ
+    for anchor, (amax, k, s0) in wide.items():
+        bound = _int_bias_bound(g, anchor, s0, w_scales[anchor])
+        qmax = int16_qmax(k, bound)
+        _insert_int16(g, anchor, np.float32(amax / qmax), qmax)
     return g
+
+
+def _int16_range(g: Graph, plan: QuantPlan, stats: CalibrationStats | None, anchor: str,
+                 t: str) -> tuple[float, int, np.float32]:
+    """(max |x|, reduction length K, the smallest scale the input can get: no bias) of int16 group ``anchor``
+    reading ``t``.
+
+    The range is the calibrated min/max whatever ``calib_mode`` says: the histogram modes trade clipping against
+    256 levels, and with thousands of levels a side clipping is the larger error."""
+    rng = stats.range(t, "minmax") if stats is not None and t in stats else None
+    if rng is None:
+        raise InputError(f"calibration saw no finite value of tensor '{t}' (read by the int16 group '{anchor}'); "
+                         "it cannot be quantized: check the calibration data, or ask fp32 for it")
+    amax = max(abs(float(rng[0])), abs(float(rng[1])))
+    amax = amax if amax > 0.0 else 1.0   # always 0: any scale represents it
+    slot, axis = plan.weights[anchor]
+    w = g.tensors[g.node(anchor).inputs[slot]].const
+    k = w.size // w.shape[axis]   # Conv: C/group * kh * kw; MatMul / Gemm: K
+    return amax, k, np.float32(amax / int16_qmax(k))
+
+
+def _int_bias_bound(g: Graph, anchor: str, x_scale: float, w_scale: np.ndarray) -> int:
+    """An upper bound of |int32 bias| of ``anchor`` (its float bias now, after bias correction) for an activation
+    scale of at least ``x_scale``: what the realization will round, with room for float32 rounding of the scales."""
+    b = _current_bias(g, anchor)
+    if b is None:
+        return 0
+    bb = np.abs(b.astype(np.float64).reshape(-1))
+    if not bb.size:
+        return 0
+    top = float(np.max(bb / (np.float64(x_scale) * w_scale.astype(np.float64).reshape(-1))))  # sizes 1 or n
+    return int(np.ceil(top * (1.0 + 2.0 ** -20))) + 2
+
+
+def _current_bias(g: Graph, anchor: str) -> np.ndarray | None:
+    """The float bias constant ``anchor`` adds now: Conv's B, Gemm's C, or the constant of MatMul's bias Add."""
+    n = g.node(anchor)
+    if n.op in ("Conv", "Gemm"):
+        t = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else ""
+        return g.tensors[t].const if t else None
+    readers = g.consumers(n.outputs[0])
+    if len(readers) == 1 and readers[0].op == "Add":
+        other = [t for t in readers[0].inputs if t != n.outputs[0]]
+        if len(other) == 1 and g.tensors[other[0]].const is not None:
+            return g.tensors[other[0]].const
+    return None
+
+
+def _insert_int16(g: Graph, anchor: str, scale: np.float32, qmax: int) -> None:
+    """``Clip(x, -qmax*s, qmax*s) -> QuantizeLinear(int16, zp 0) -> DequantizeLinear`` before ``anchor``'s input.
+
+    The Clip makes the saturation at +-qmax explicit (QuantizeLinear alone saturates at +-32767), so the QDQ graph
+    means what the kernels compute and the int32 accumulator cannot overflow (``int16_qmax``)."""
+    n = g.node(anchor)
+    x = n.inputs[0]
+    bound = np.float32(np.float32(qmax) * scale)
+    lo = g.add_const(np.asarray(-bound, np.float32), f"{anchor}/int16/min")
+    hi = g.add_const(np.asarray(bound, np.float32), f"{anchor}/int16/max")
+    s = g.add_const(np.asarray(scale, np.float32), f"{anchor}/int16/scale")
+    z = g.add_const(np.asarray(0, np.int16), f"{anchor}/int16/zero_point")
+    c = g.add("Clip", [x, lo, hi], name=f"{anchor}/int16/clip")
+    q = g.add("QuantizeLinear", [c, s, z], name=f"{anchor}/int16/quantize")
+    g.set_tensor(g.tensors[q].with_(qparams=QuantParams((float(scale),), (0,), "int16")))
+    dq = g.add("DequantizeLinear", [q, s, z], name=f"{anchor}/int16/dequantize")
+    g.set_inputs_of(n, [dq] + list(n.inputs[1:]))
 
 
 #: the int32 bias (bias / (x_scale * w_scale)) is kept within 2^30, half of int32, so the accumulator has headroom
 BIAS_LIMIT = float(2 ** 30)
 
 
-def _bias_floor(g: Graph, plan: QuantPlan, anchor: str, params: dict, n_out: int) -> np.ndarray | None:
+def _bias_floor(g: Graph, plan: QuantPlan, anchor: str, x_scale: float | None, n_out: int) -> np.ndarray | None:
     """Per output channel, the smallest weight scale that keeps the bias representable in int32.
 
     A channel whose weights are all near zero (BatchNorm folding with a tiny gamma does this) but whose bias is not
     would get a tiny weight scale, and its bias in units of ``x_scale * w_scale`` would overflow int32: such
     channels get a coarser weight scale instead (their weights contribute little anyway)."""
     b = plan.biases.get(anchor)
-    x = g.node(anchor).inputs[0]
-    if b is None or plan.quantized.get(x) not in params:
+    if b is None or x_scale is None:
         return None
     bias = np.abs(np.broadcast_to(g.tensors[b].const.astype(np.float64).reshape(-1), (n_out,)))
-    x_scale = float(params[plan.quantized[x]][0])
-    return bias / (x_scale * BIAS_LIMIT)
+    return bias / (float(x_scale) * BIAS_LIMIT)
 
 
 def _insert_pair(g: Graph, t: str, scale: np.float32, zp: int, dtype: str, readers: list[tuple[str, int]],
