@@ -478,12 +478,15 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
     # A unit writes int8 when an int8 op reads its output. Readers usually come later in topological order, but a
     # group's residual Add can read a unit that comes after the group's anchor: iterate to the fixed point (a unit
     # only ever turns int8, so this ends).
+    # A tensor an int16 group reads stays float32 even when int8 ops read it too (they quantize it themselves):
+    # written as u8 it would reach the int16 group with u8's levels, and the group would gain nothing.
     by_node = {m.name: u for u in units for m in u.nodes}
+    read16 = {u.nodes[0].inputs[0] for u in units if u.int16}
     changed = True
     while changed:
         changed = False
         for u in reversed(units):
-            if not u.int8_out and not u.int16 and _read_as_int8(g, u, by_node):
+            if not u.int8_out and not u.int16 and u.out not in read16 and _read_as_int8(g, u, by_node):
                 u.int8_out = changed = True
     active = [u for u in units if u.kind == "group" or u.int8_out]
 

@@ -227,7 +227,9 @@ def _float_epilogue(core):  # noqa: ANN001, ANN202 - a pattern
 def _float_root(m: Match) -> str | None:
     """Why the float-output rule must leave this match to a larger one (or to the requantizing rules), or None."""
     readers = m.graph.consumers(m.root)
-    if any(r.op == "QuantizeLinear" for r in readers):
+    # NOTE: only a sole QuantizeLinear reader is the requantizing rule's; with other readers too (an int8 group and
+    # a W8A16 group reading one float tensor) that rule cannot take it, and the float output serves them all
+    if len(readers) == 1 and readers[0].op == "QuantizeLinear" and m.root not in m.graph.outputs:
         return "a QuantizeLinear reads the output: the requantizing rule realizes it"
     if "act" in m or len(readers) != 1 or m.root in m.graph.outputs:
         return None

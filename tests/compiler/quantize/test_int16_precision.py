@@ -212,3 +212,24 @@ def test_int16_errors_and_two_activation_matmuls() -> None:
     g = plain.quant_source.graph
     assert _unit_precision("int16", g, units["proj"]) == "int16"
     assert _unit_precision("int16", g, units["scores"]) == "fp32"
+
+
+def test_a_tensor_read_by_int16_and_int8_groups_stays_float_and_the_report_runs() -> None:
+    r = np.random.default_rng(6)
+    gb = GraphBuilder("branch")
+    x = gb.input("x", ("N", 16), "float32")
+    h = gb.op("Relu", gb.op("MatMul", x, gb.const(r.standard_normal((16, 16)).astype(f32)), name="mm1"),
+              name="relu1")
+    a = gb.op("MatMul", h, gb.const(r.standard_normal((16, 8)).astype(f32)), name="wide")
+    b = gb.op("MatMul", h, gb.const(r.standard_normal((16, 8)).astype(f32)), name="narrow")
+    model = gb.output(gb.op("Add", a, b, name="sum")).build()
+    data = [r.standard_normal((4, 16)).astype(f32) for _ in range(3)]
+    m = quantgraph.compile(model, quantize="int8", calibration=data, precision={"wide": "int16"})
+    d = m.quantization.decisions
+    assert (d["mm1"].precision, d["mm1"].output) == ("int8", "float32")   # not u8: the int16 group reads it
+    assert (d["wide"].precision, d["narrow"].precision) == ("int16", "int8")
+    clip = next(n for n in m.graph.nodes if n.op == "QuantizeClip")
+    assert m.graph.producer(clip.inputs[0]).op == "QMatMul"          # the float output of mm1, no DQ of u8
+    _check_realized(m, {"x": data[0]})
+    rep = m.quantization_report(data)
+    assert rep.layer("wide").precision == "int16" and rep.layer("wide").local_sqnr > rep.layer("narrow").local_sqnr
