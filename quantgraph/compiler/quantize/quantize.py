@@ -51,6 +51,18 @@ each group's float bias in ``insert_qdq`` by the mean error of its quantized wei
 group inputs that calibration keeps; ``calib_mode="mse"`` / ``"auto"`` choose ranges by expected squared error
 (``observers.py``).
 
+W8A16 (``precision={"conv": "int16"}``, or the accuracy search's first widening). A node asked int16 must be the
+anchor of a group with constant weights (another op: InputError; a MatMul of two activations: fp32, with the
+reason). Its group (the same epilogue as int8) reads its activation as int16, symmetric (zero point 0), over
++-max|x| of the calibration (min/max whatever ``calib_mode``: with thousands of levels clipping costs more than
+rounding), with ``qmax = int16_qmax(K, bias bound)`` levels a side so the int32 sums cannot overflow on any rung;
+the QDQ graph says so with ``Clip(x, -qmax*s, qmax*s) -> Q(int16) -> DQ`` (realized as QuantizeClip). Its weights
+are s8 per channel as for int8 (bias correction too), and it writes float32: a reader quantizes its own input as
+after an fp32 node (the realization may fold a sole reader's Q into the epilogue, as for any float core). A tensor
+an int16 group reads stays float32 even when int8 ops read it too, so it reaches the group unrounded. Measured in
+``tests/compiler/quantize/test_int16_precision.py``: +18.6 dB (MLP) and +27 dB (CNN) output SQNR with the one
+layer whose input has a 1000x channel int16.
+
 Activations are quantized with the calibrated range widened to hold 0: ``uint8`` (and ``auto``) asymmetric, zero
 point 0 for non-negative tensors (after ReLU), ``int8`` asymmetric too (zero point in [-128, 127]); the int8
 kernels take any activation zero point (its compensation is folded into the int32 bias), so a zero point costs

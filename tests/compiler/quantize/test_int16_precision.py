@@ -99,7 +99,12 @@ def test_cnn_int16_groups_plan_realize_and_match_their_references(opt_level: int
     assert all(kernels[n.name] == "quantize_clip_f32" for n in wide.graph.nodes if n.op == "QuantizeClip")
     got = _check_realized(wide, {"x": x})
     gain = _sqnr(fp32, got) - _sqnr(fp32, plain(x)[0])
-    assert gain >= 10.0, gain
+    assert gain >= 10.0, gain   # measured: 2.2 -> 29.5 dB
+    if opt_level == 3:  # the int16 conv (im2col + int16 GEMM) and GEMM on every rung in reach
+        for isa in target.available_isas():
+            with config.override(isa=isa):
+                y = CompiledModel(wide.graph, lower(wide.graph), opt_level=3)({"x": x})[0]
+            np.testing.assert_array_equal(y, got, err_msg=isa)
 
 
 def test_mlp_int16_gain_matches_numpy_and_every_rung_agrees() -> None:
@@ -123,7 +128,7 @@ def test_mlp_int16_gain_matches_numpy_and_every_rung_agrees() -> None:
     want = (np.clip(np.rint(hx / s), -qmax, qmax) * s) @ (q.astype(np.float64) * ws)
     ref = fp32(x)[0]
     assert _sqnr(ref, got) == pytest.approx(_sqnr(ref, want), abs=0.05)
-    assert _sqnr(ref, got) > _sqnr(ref, plain(x)[0]) + 10.0
+    assert _sqnr(ref, got) > _sqnr(ref, plain(x)[0]) + 10.0   # measured: 1.2 -> 19.9 dB
 
     # the kernels under every rung in reach (portable and the host's best at least) agree bit for bit
     rungs = target.available_isas()
