@@ -238,3 +238,26 @@ def test_a_tensor_read_by_int16_and_int8_groups_stays_float_and_the_report_runs(
     _check_realized(m, {"x": data[0]})
     rep = m.quantization_report(data)
     assert rep.layer("wide").precision == "int16" and rep.layer("wide").local_sqnr > rep.layer("narrow").local_sqnr
+
+
+def test_quantize_clip_kernel_equals_its_reference_and_q_of_clip() -> None:
+    from quantgraph.errors import KernelError
+    from quantgraph.ir.ops.registry import ref
+    from quantgraph.kernels.eltwise_int8 import quantize_step
+
+    r = np.random.default_rng(3)
+    x = (r.standard_normal((5, 7, 9)) * 40.0).astype(f32)
+    s, z = np.asarray(0.01, f32), np.asarray(0, np.int16)
+    qmax = 3669
+    out = np.empty(x.shape, np.int16)
+    fn, args = quantize_step(x, s, z, out, qrange=(-qmax, qmax))
+    fn(*args)
+    want = ref("QuantizeClip", x, s, z, qmin=-qmax, qmax=qmax)
+    bound = f32(f32(qmax) * s)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(want, ref("QuantizeLinear", ref("Clip", x, -bound, bound), s, z))
+    assert int(np.abs(out).max()) == qmax
+    with pytest.raises(KernelError, match="saturation range"):
+        quantize_step(x, s, z, out, qrange=(qmax, -qmax))
+    with pytest.raises(KernelError, match="uint8/int8"):
+        quantize_step(x, s, z, out)   # plain QuantizeLinear kernel: u8 / s8 only
