@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 #: ops that mark a graph as quantized already (an imported QDQ or QOperator model)
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                           "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear"})
+                           "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear",
+                           "QuantizeClip"})
 
 #: NHWC (the layout pass of O3) is faster than NCHW for our conv kernels: see kernels/fp32/threads.py, README
 DEFAULT_OPT_LEVEL = 3
@@ -87,7 +88,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
         per_channel: weights quantized per output channel (else one scale per tensor).
         exclude: node names, op types or regexes (matched against node names) to keep in fp32.
         precision: {node name | op type | regex: "int8" | "int16" | "fp32"}: the precision of those nodes (first
-            match wins; ``exclude`` wins over it).
+            match wins; ``exclude`` wins over it). "int16" (W8A16: int16 activations, s8 weights) names the anchors
+            of Conv/MatMul/Gemm groups; on any other op it is an InputError, on a MatMul of two activations fp32.
         bias_correction: shift each int8 layer's bias by the mean error its weight quantization adds (default on;
             needs calibration batches: CalibrationStats from ``quantgraph.calibrate`` carry no channel means).
         equalize: cross-layer equalization of consecutive convs (data-free; Nagel et al. 2019).

@@ -1,14 +1,15 @@
 """Lowering of the int8 ops onto the int8 kernels: accepts (a refusal reason), prepack, bind (prebound steps).
 
 Serves QConv, QMatMul (``ir/ops/fused_quant.py``), QAdd, QAveragePool, QConcat, NHWC int8 max pooling and the standalone
-QuantizeLinear / DequantizeLinear; the records at the end register them in the kernel registry. Only ir types and the
-kernels are used here.
+QuantizeLinear / DequantizeLinear / QuantizeClip; the records at the end register them in the kernel registry. Only
+ir types and the kernels are used here.
 
 QConv / QMatMul: the weights are centred (``w - w_zp``, per channel) and packed once; when the centred weights fit
 int8 they run on the u8 x s8 kernels (``conv_u8s8`` / ``gemm_u8s8s32``: the activation zero point, and the +128
 shift of s8 activations, are compensated in the packed int32 bias), otherwise (u8 weights far from their zero
-point) on the int16 GEMM, exactly. The epilogue is built from the scales as ``fused_quant`` defines it, so the
-result equals the op's reference bit for bit on every ISA rung. Four binding modes:
+point, or int16 activations: W8A16 groups, whose QuantizeClip input bounds the sums) on the int16 GEMM, exactly.
+The epilogue is built from the scales as ``fused_quant`` defines it, so the result equals the op's reference bit for
+bit on every ISA rung. Four binding modes:
 
 * every parameter and the weights constant, window resolvable: packed at lowering (once per model);
 * constant, but the padding depends on the input shape (SAME): packed at bind (once per plan);
@@ -134,13 +135,14 @@ def conv_spec(n: Node, w_shape: tuple[int, ...], x_shape: tuple[Any, ...]) -> Co
 
 
 def prepare_conv(n: Node, a: dict[str, Any], x_dtype: str, spec: ConvSpec, z_dtype: str | None) -> Prepared:
-    """Centre and pack QConv weights for ``spec``; compensate the activation zero point in the int32 bias."""
+    """Centre and pack QConv weights for ``spec``; compensate the activation zero point in the int32 bias. An int16
+    activation (W8A16) or centred weights beyond int8 take the int16 GEMM (weights widened to int16)."""
     w = np.asarray(a["w"])
     wc = _centred(w, a["w_zp"], 0)
     bias = _bias(a, w.shape[0])
     xzp = int(_scalar(a["x_zp"], 0))
     kw = epilogue_kwargs(n, a, z_dtype)
-    if _fits_int8(wc):
+    if x_dtype != "int16" and _fits_int8(wc):
         packed = pack_conv_weights(wc.astype(np.int8), spec, x_dtype=x_dtype, x_zero_point=xzp, bias_s32=bias)
         return Prepared(packed, False, kw, spec)
     g = spec.group
@@ -154,13 +156,13 @@ def prepare_conv(n: Node, a: dict[str, Any], x_dtype: str, spec: ConvSpec, z_dty
 
 
 def prepare_matmul(n: Node, a: dict[str, Any], x_dtype: str, z_dtype: str | None) -> Prepared:
-    """Centre and pack 2-D QMatMul weights [K, N] (zero point per column)."""
+    """Centre and pack 2-D QMatMul weights [K, N] (zero point per column); int16 A as in :func:`prepare_conv`."""
     w = np.asarray(a["w"])
     wc = _centred(w, a["w_zp"], 1)
     bias = _bias(a, w.shape[1])
     xzp = int(_scalar(a["x_zp"], 0))
     kw = epilogue_kwargs(n, a, z_dtype)
-    if _fits_int8(wc):
+    if x_dtype != "int16" and _fits_int8(wc):
         return Prepared(pack_weights(wc.astype(np.int8), a_dtype=x_dtype, a_zero_point=xzp, bias_s32=bias), False, kw)
     return Prepared(pack_weights(wc, a_dtype="int16", a_zero_point=xzp, bias_s32=bias), True, kw)
 
@@ -248,6 +250,8 @@ def _matmul_run_steps(n: Node, prep: Prepared, a: np.ndarray, z: np.ndarray | No
     z2 = None if z is None else z.reshape(-1, cols)
     epi = Epilogue(**prep.epilogue, residual=z2) if prep.epilogue else Epilogue()
     if prep.wide:
+        if a2.dtype == np.int16:  # W8A16: A is int16 already
+            return [(GemmCall("s16s16", "s16s16s32", a2, prep.packed, epi, y2, n.name, n.op), (a2, y2))]
         a16 = np.empty(a2.shape, np.int16)
         call = GemmCall("s16s16", "s16s16s32", a16, prep.packed, epi, y2, n.name, n.op)
         return [(np.copyto, (a16, a2)), (call, (a16, y2))]
@@ -328,8 +332,8 @@ def _runtime_b(n: Node, g: Graph) -> bool:
     ``bmm_int8`` per element)."""
     w, w_zp = _tensor(g, n, "w"), _tensor(g, n, "w_zp")
     params = [_tensor(g, n, s) for s in _PARAMS if s != "w"]
-    return (w.const is None and all(t is None or t.const is not None for t in params)
-            and (w_zp is None or w_zp.const.size == 1))
+    return (w.const is None and _tensor(g, n, "x").dtype in INT8   # NOTE: int16 A packs per call (wide GEMM)
+            and all(t is None or t.const is not None for t in params) and (w_zp is None or w_zp.const.size == 1))
 
 
 def qmatmul_prepack(n: Node, g: Graph) -> dict:
@@ -459,6 +463,17 @@ def _axis(n: Node, x: np.ndarray, scale: np.ndarray) -> int | None:
     return None if np.asarray(scale).size == 1 else normalize_axis(n.attrs["axis"], x.ndim)
 
 
+def quantize_clip_accepts(n: Node, g: Graph) -> str | None:
+    if g.tensors[n.inputs[0]].dtype != "float32":
+        return f"input is {g.tensors[n.inputs[0]].dtype}; the kernel quantizes float32"
+    return _const_inputs(n, g, (1, 2))
+
+
+def quantize_clip_bind(n: Node, packed: Any, ins: list, outs: list, scratch: Any) -> list[Step]:
+    x, scale, zp = ins
+    return [quantize_step(x, scale, zp, outs[0], None, n.name, n.op, qrange=(n.attrs["qmin"], n.attrs["qmax"]))]
+
+
 def quantize_accepts(n: Node, g: Graph) -> str | None:
     if g.tensors[n.inputs[0]].dtype != "float32":
         return f"input is {g.tensors[n.inputs[0]].dtype}; the kernel quantizes float32"
@@ -495,6 +510,7 @@ register(Kernel("maxpool_int8", ("FusedPool",), maxpool_accepts, maxpool_bind, p
 register(Kernel("avgpool_int8", ("QAveragePool",), qpool_accepts, qpool_bind, priority=10))
 register(Kernel("concat_int8", ("QConcat",), lambda n, g: None, qconcat_bind, priority=10))
 register(Kernel("quantize_f32_int8", ("QuantizeLinear",), quantize_accepts, quantize_bind, priority=10))
+register(Kernel("quantize_clip_f32", ("QuantizeClip",), quantize_clip_accepts, quantize_clip_bind, priority=10))
 register(Kernel("dequantize_int8_f32", ("DequantizeLinear",), dequantize_accepts, dequantize_bind, priority=10))
 
 __all__ = ["Prepared", "prepare_conv", "prepare_matmul", "epilogue_kwargs", "conv_spec",

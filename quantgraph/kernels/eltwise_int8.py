@@ -19,6 +19,8 @@ from quantgraph.errors import KernelError
 from quantgraph.kernels import cache
 
 _QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+#: QuantizeClip also writes int16 (the input of W8A16 groups)
+_QCLIP_RANGE = {**_QRANGE, np.dtype(np.int16): (-32768, 32767)}
 _PARAMS = {"VERSION": 1}
 
 
@@ -145,19 +147,29 @@ def _qparams(scale: object, zero_point: object, n: int, name: str, node: str | N
 
 
 def quantize_step(x: np.ndarray, scale: object, zero_point: object, out: np.ndarray, axis: int | None = None,
-                  node: str | None = None, op: str | None = "QuantizeLinear") -> tuple:
+                  node: str | None = None, op: str | None = "QuantizeLinear",
+                  qrange: tuple[int, int] | None = None) -> tuple:
     """A prebound ``(fn, args)`` computing ONNX ``QuantizeLinear`` of float32 ``x`` into the u8/s8 ``out``:
-    ``saturate(rint(x / scale) + zero_point)`` with float32 division, per tensor or per ``axis``."""
+    ``saturate(rint(x / scale) + zero_point)`` with float32 division, per tensor or per ``axis``.
+
+    ``qrange`` saturates to [lo, hi] inside out's type instead (QuantizeClip); with it ``out`` may be int16."""
     name = "quantize_f32_portable"
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.c_contiguous:
         raise KernelError(f"kernel '{name}': X must be a C-contiguous float32 array", node, op)
     odt = out.dtype
-    if odt not in _QRANGE or out.shape != x.shape or not out.flags.c_contiguous:
-        raise KernelError(f"kernel '{name}': out is {out.dtype}{out.shape}; expected uint8/int8{x.shape}", node, op)
+    ranges = _QRANGE if qrange is None else _QCLIP_RANGE
+    if odt not in ranges or out.shape != x.shape or not out.flags.c_contiguous:
+        want = "uint8/int8" if qrange is None else "uint8/int8/int16"
+        raise KernelError(f"kernel '{name}': out is {out.dtype}{out.shape}; expected {want}{x.shape}", node, op)
     n = x.shape[axis] if axis is not None and x.ndim else 1
     s, z = _qparams(scale, zero_point, n, name, node, op)
     shape3 = _axis_view(x, axis, s.size)
-    qlo, qhi = _QRANGE[odt]
+    qlo, qhi = ranges[odt]
+    if qrange is not None:
+        if not qlo <= qrange[0] <= qrange[1] <= qhi:
+            raise KernelError(f"kernel '{name}': saturation range {qrange} is not ordered inside {odt}'s "
+                              f"[{qlo}, {qhi}]", node, op)
+        qlo, qhi = qrange
     fn = cache.primitive("int_pool", _PARAMS, "quantize", parallel=True)
     return fn, (x.reshape(-1), s, z, np.float32(qlo), np.float32(qhi), out.reshape(-1), shape3[1], shape3[2])
 

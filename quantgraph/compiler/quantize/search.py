@@ -28,14 +28,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from quantgraph.compiler.quantize.quantize import QuantizeOptions
+from quantgraph.compiler.quantize.quantize import QuantizeOptions, _two_activation
 from quantgraph.compiler.quantize.sensitivity import QuantSource, plan_units, quantization_report, sqnr_db
 from quantgraph.errors import InputError
 
 #: batches the sensitivity measurement of the search uses (the trials use them all)
 SEARCH_BATCHES = 2
-#: the precision a unit is widened to first (by anchor op), before fp32
-WIDER: dict[str, str] = {}
+#: the precision a unit is widened to first (by anchor op), before fp32: W8A16 for groups with constant weights
+#: (a MatMul of two activations has no int16 form: it goes to fp32 straight away, see ``_unit_precision``)
+WIDER: dict[str, str] = {"Conv": "int16", "MatMul": "int16", "Gemm": "int16"}
 
 
 @dataclass
@@ -162,7 +163,8 @@ def search(source: QuantSource, build: Callable[[QuantizeOptions], Any], fp32: A
     result.order = [(r.unit, r.output_sqnr if r.output_sqnr is not None else r.local_sqnr) for r in ranked]
     start = _predicted_k(ranked, goal) if not callable(target) else 1
     best: tuple[Any, Trial] | None = None
-    tiers = (["int16"] if any(WIDER.get(units_by_name[u].op) == "int16" for u in order) else []) + ["fp32"]
+    tiers = (["int16"] if any(_unit_precision("int16", g, units_by_name[u]) == "int16" for u in order) else []) \
+        + ["fp32"]
     for precision in tiers:
         best = _smallest_k(lambda k: trial(k, precision, order), start, len(order))
         if best is not None:
@@ -170,7 +172,7 @@ def search(source: QuantSource, build: Callable[[QuantizeOptions], Any], fp32: A
     met = best is not None
     best = best or (seen[0], seen[1])   # nothing met it: the closest model (every unit fp32 missed too)
     result.met = met
-    result.kept = {u: _unit_precision(best[1].precision, units_by_name[u].op) for u in best[1].kept}
+    result.kept = {u: _unit_precision(best[1].precision, g, units_by_name[u]) for u in best[1].kept}
     result.seconds = time.perf_counter() - t0
     return best[0], result
 
@@ -213,8 +215,12 @@ def _smallest_k(run: Callable[[int], tuple[Any, Trial]], start: int, n: int) -> 
     return found
 
 
-def _unit_precision(precision: str, op: str) -> str:
-    return WIDER.get(op, "fp32") if precision == "int16" else "fp32"
+def _unit_precision(precision: str, g: Any, unit: Any) -> str:
+    """What a unit kept wider in tier ``precision`` runs at: int16 where ``WIDER`` has its op and it has constant
+    weights (not a MatMul of two activations), else fp32."""
+    if precision != "int16" or WIDER.get(unit.op) != "int16":
+        return "fp32"
+    return "fp32" if _two_activation(g, g.node(unit.name)) else "int16"
 
 
 def _widened(options: QuantizeOptions, g: Any, units: dict, kept: Sequence[str], precision: str) -> QuantizeOptions:
@@ -222,7 +228,7 @@ def _widened(options: QuantizeOptions, g: Any, units: dict, kept: Sequence[str],
     pairs = []
     for name in kept:
         u = units[name]
-        want = _unit_precision(precision, u.op)
+        want = _unit_precision(precision, g, u)
         nodes = u.nodes if want == "fp32" else [u.name]
         pairs += [(re.escape(n), want) for n in nodes]
     return replace(options, precision=tuple(pairs) + tuple(options.precision))

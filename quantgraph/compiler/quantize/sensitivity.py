@@ -224,7 +224,11 @@ def _copy_const(dst: Graph, src: Graph, t: str) -> str:
 
 
 def _fake_quant(dst: Graph, gq: Graph, q: Node, d: Node, x: str, tag: str) -> str:
-    """``DQ(Q(x))`` in ``dst`` with the parameters of ``gq``'s pair ``q -> d``."""
+    """``DQ(Q(x))`` in ``dst`` with the parameters of ``gq``'s pair ``q -> d`` (and the Clip before an int16 Q, which
+    bounds a W8A16 group's input to +-int16_qmax levels)."""
+    c = gq.producer(q.inputs[0])
+    if c is not None and c.op == "Clip" and gq.tensors[q.outputs[0]].dtype == "int16":
+        x = dst.add("Clip", [x] + [_copy_const(dst, gq, t) if t else "" for t in c.inputs[1:]], name=f"{tag}/clip")
     qi = [x] + [_copy_const(dst, gq, t) if t else "" for t in q.inputs[1:]]
     qt = dst.add("QuantizeLinear", qi, name=f"{tag}/quantize", **q.attrs)
     di = [qt] + [_copy_const(dst, gq, t) if t else "" for t in d.inputs[1:]]

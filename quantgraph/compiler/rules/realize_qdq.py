@@ -9,6 +9,10 @@
                                                             (Q's parameters = DQ's; Pad's value quantized exactly)
     Q(AveragePool|GlobalAveragePool(DQ(x)))                 ==>  QAveragePool(x, .., kind=...)
     Q(Concat(DQ(a), DQ(b), ...))                            ==>  QConcat(a, b, ..., per-input parameters)
+    Q(Clip(x, lo, hi)) to int16                             ==>  QuantizeClip(x, .., qmin=Q(lo), qmax=Q(hi))
+
+W8A16: the Conv / MatMul / Gemm rules take an int16 ``x`` (``DQ`` of int16, symmetric) as well; its producer, the
+``Clip -> QuantizeLinear(int16)`` the quantizer writes, becomes a QuantizeClip.
 
 The float-output rules (``FLOAT_OUT``, a pass after these) realize the same cores whose output float ops read,
 with no QuantizeLinear after them (a classifier's logits, the projection before a LayerNorm):
@@ -38,9 +42,12 @@ from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Value, Var, r
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.quant import CONV_ATTRS, QUANT_RANGES
+from quantgraph.ir.ops.registry import ref
 from quantgraph.ir.shapes import normalize_axis
 
 INT8 = ("uint8", "int8")
+#: the activation types of QConv / QMatMul with constant weights: int16 is the W8A16 input
+X_DTYPES = INT8 + ("int16",)
 _I32 = np.iinfo(np.int32)
 
 
@@ -181,12 +188,13 @@ def _output(m: Match) -> tuple[Value, Value | None, str] | str:
     return ys, yz, dtype
 
 
-def _activation_in(m: Match, what: str) -> str | None:
+def _activation_in(m: Match, what: str, wide: bool = True) -> str | None:
+    """Why DQ(x) is not a usable activation input, or None: uint8 / int8, or (``wide``) int16 for W8A16 groups."""
     why = _per_tensor(m, "dqx", what)
     if why:
         return why
-    if m["x"].dtype not in INT8:
-        return f"{what} is {m['x'].dtype}; expected uint8 or int8"
+    if m["x"].dtype not in (X_DTYPES if wide else INT8):
+        return f"{what} is {m['x'].dtype}; expected uint8 or int8" + (" (or int16)" if wide else "")
     return None
 
 
@@ -219,7 +227,9 @@ def _float_epilogue(core):  # noqa: ANN001, ANN202 - a pattern
 def _float_root(m: Match) -> str | None:
     """Why the float-output rule must leave this match to a larger one (or to the requantizing rules), or None."""
     readers = m.graph.consumers(m.root)
-    if any(r.op == "QuantizeLinear" for r in readers):
+    # NOTE: only a sole QuantizeLinear reader is the requantizing rule's; with other readers too (an int8 group and
+    # a W8A16 group reading one float tensor) that rule cannot take it, and the float output serves them all
+    if len(readers) == 1 and readers[0].op == "QuantizeLinear" and m.root not in m.graph.outputs:
         return "a QuantizeLinear reads the output: the requantizing rule realizes it"
     if "act" in m or len(readers) != 1 or m.root in m.graph.outputs:
         return None
@@ -333,7 +343,7 @@ def _matmul2_rule(m: Match, out: tuple[Value, Value | None, str] | None):
     for what, v in (("A", m["x"]), ("B", m["w"])):
         if (v.rank or 0) < 2:
             return m.fail(f"{what} has rank {v.rank}; the int8 batched matmul takes rank >= 2")
-    why = _activation_in(m, "A") or _per_tensor(m, "dqw", "B")
+    why = _activation_in(m, "A", wide=False) or _per_tensor(m, "dqw", "B")
     if why:
         return m.fail(why)
     if m["w"].dtype not in INT8:
@@ -377,6 +387,32 @@ def fold_scale_into_qmatmul(m: Match):
     ins = list(qmm.inputs)
     ins[1] = m.const(np.asarray(scale, np.float32), "A_scale")
     return m.emit("QMatMul", ins, **qmm.attrs)
+
+
+# -- the int16 input of a W8A16 group -----------------------------------------------------------------------------
+_clip = Op("Clip", Var("f"), Const("lo"), Const("hi"), name="clip")
+
+
+@rule(Op("QuantizeLinear", _clip, Const("ys"), Const("yz"), name="q"))
+def clip_quantize_to_quantize_clip(m: Match):
+    """Q(Clip(f, lo, hi)) to int16 ==> QuantizeClip(f, ys, yz, qmin=Q(lo), qmax=Q(hi)).
+
+    Exact for any constant bounds: x -> saturate(rint(x / s) + zp) is monotone, so quantizing the clipped value
+    is clamping the quantized value to the bounds' levels (a NaN input aside)."""
+    why = _per_tensor(m, "q", "the output")
+    if why:
+        return m.fail(why)
+    dtype = m.graph.tensors[m.node("q").outputs[0]].dtype
+    if dtype != "int16":
+        return m.fail(f"the output is {dtype}; the rule realizes the int16 input of W8A16 groups")
+    if m["f"].dtype != "float32" or m["ys"].dtype != "float32":
+        return m.fail(f"the input is {m['f'].dtype} and the scale {m['ys'].dtype}; expected float32")
+    lo, hi = m["lo"].value, m["hi"].value
+    if lo.size != 1 or hi.size != 1 or not float(lo.reshape(-1)[0]) <= float(hi.reshape(-1)[0]):
+        return m.fail("the Clip bounds are not ordered scalars")
+    qlo, qhi = (int(ref("QuantizeLinear", v.astype(np.float32).reshape(()), m["ys"].value, m["yz"].value))
+                for v in (lo, hi))
+    return m.emit("QuantizeClip", [m["f"], m["ys"], m["yz"]], qmin=qlo, qmax=qhi)
 
 
 # -- Add ---------------------------------------------------------------------------------------------------------
@@ -540,7 +576,7 @@ def qdq_concat_to_qconcat(m: Match):
 
 
 RULES = RuleSet([qdq_conv_to_qconv, qdq_matmul_to_qmatmul, qdq_matmul2_to_qmatmul, qdq_add_to_qadd, qdq_move_to_int8,
-                 qdq_pool_to_qpool, qdq_concat_to_qconcat], "realize_qdq")
+                 qdq_pool_to_qpool, qdq_concat_to_qconcat, clip_quantize_to_quantize_clip], "realize_qdq")
 #: run after RULES, once every Q-rooted group is realized: int8 ops whose output float ops read directly
 FLOAT_OUT = RuleSet([qdq_conv_to_float_qconv, qdq_matmul_to_float_qmatmul, qdq_matmul2_to_float_qmatmul,
                      fold_scale_into_qmatmul], "realize_qdq_float")

@@ -1,5 +1,7 @@
 """Compiler-made quantized ops: int8 convolution and matmul with a requantizing epilogue, and quantized Add.
 
+X of QConv (A of QMatMul) may also be int16 (W8A16: the weights stay int8); the integer semantics are the same.
+
 Made by the realize rules (``compiler/rules/realize_*.py``) from imported QOperator ops (QLinearConv, ConvInteger,
 ...) and QDQ-wrapped float ops, never by a frontend. Their inputs follow ``QLinearConv`` / ``QLinearMatMul`` (scales
 and zero points are tensors, so a graph whose parameters are run-time inputs still runs), with the epilogue after:
@@ -11,6 +13,7 @@ and zero points are tensors, so a graph whose parameters are run-time inputs sti
     QAdd(A, A_scale, A_zero_point, B, B_scale, B_zero_point, Y_scale, Y_zero_point)
     QAveragePool(X, X_scale, X_zero_point, Y_scale, Y_zero_point)         kind AveragePool | GlobalAveragePool
     QConcat(inputs+)                 scales, zero points (per input) and the output's are attributes
+    QuantizeClip(X, Y_scale, Y_zero_point)  QuantizeLinear saturating to [qmin, qmax] (attributes) inside its type
 
 Integer semantics of QConv / QMatMul (``acc`` is exact, then wrapped to int32 like every kernel's sums):
 
@@ -56,6 +59,8 @@ OUT_DTYPES = ("int32", "float32", "uint8", "int8")
 #: the int8 rows of the activation table (ir/ops/activation.py)
 ACTIVATIONS = tuple(a.name for a in ACTIVATION_TABLE.values() if a.int8)
 INT8 = ("uint8", "int8")
+#: what the activation (X of QConv, A of QMatMul) may be: int8, or int16 for W8A16 groups (``quantize.py``)
+X_DTYPES = INT8 + ("int16",)
 _EPILOGUE = {"out_dtype": REQUIRED, "activation": "none", "alpha": 0.0, "beta": 0.0}
 
 
@@ -69,8 +74,8 @@ def _check_epilogue(n: Node, infos: dict[str, TensorInfo | None], out_shape: tup
     if n.attrs["activation"] not in ACTIVATIONS:
         raise n.error(f"activation is {n.attrs['activation']!r}; expected one of {', '.join(ACTIVATIONS)}")
     x, w = infos["x"], infos["w"]
-    for what, t, zp in ((names[0], x, infos["x_zp"]), (names[1], w, infos["w_zp"])):
-        _check_dtype(n, what, t, INT8)
+    for what, t, zp, allowed in ((names[0], x, infos["x_zp"], X_DTYPES), (names[1], w, infos["w_zp"], INT8)):
+        _check_dtype(n, what, t, allowed)
         if zp is not None and zp.dtype != t.dtype:
             raise n.error(f"{what}_zero_point is {zp.dtype} but {what} is {t.dtype}; they must have the same type")
     for what in ("x_scale", "w_scale", "y_scale", "z_scale"):
@@ -179,7 +184,7 @@ def _(n: Node, *infos: TensorInfo | None) -> TensorType:
     d = _infos(_QCONV_NAMES, infos)
     nhwc = _check_layout(n)
     x, w = d["x"], d["w"]
-    _check_dtype(n, "X", x, INT8)
+    _check_dtype(n, "X", x, X_DTYPES)
     _check_dtype(n, "W", w, INT8)
     for what in ("w_scale", "w_zp", "b"):
         _check_channel_param(n, what, d[what], w)
@@ -229,7 +234,7 @@ def _check_column_param(n: Node, what: str, p: TensorInfo | None, b: TensorInfo)
 def _(n: Node, *infos: TensorInfo | None) -> TensorType:
     d = _infos(_QCONV_NAMES, infos)
     a, b = d["x"], d["w"]
-    _check_dtype(n, "A", a, INT8)
+    _check_dtype(n, "A", a, X_DTYPES)
     _check_dtype(n, "B", b, INT8)
     for what in ("w_scale", "w_zp", "b"):
         _check_column_param(n, {"w_scale": "B_scale", "w_zp": "B_zero_point", "b": "bias"}[what], d[what], b)
@@ -387,3 +392,32 @@ def _(n: Node, *xs: np.ndarray) -> np.ndarray:
     parts = [ref("QuantizeLinear", ref("DequantizeLinear", x, f32(s), np.asarray(z, x.dtype)), ys, yz)
              for x, s, z in zip(xs, scales, zps)]
     return np.concatenate(parts, axis=n.attrs["axis"])
+
+
+# -- QuantizeClip --------------------------------------------------------------------------------------------------
+quantize_clip = op("QuantizeClip", inputs="X Y_scale Y_zero_point", outputs="Y", fusion=Fusion.OPAQUE,
+                   layout=Layout.AGNOSTIC, attrs={"qmin": REQUIRED, "qmax": REQUIRED},
+                   doc="clamp(QuantizeLinear(X, Y_scale, Y_zero_point), qmin, qmax), per tensor: the int16 input of "
+                       "a W8A16 group, whose range +-int16_qmax keeps the int32 accumulator from overflowing")
+#: the types QuantizeClip writes
+QCLIP_DTYPES = ("uint8", "int8", "int16")
+
+
+@quantize_clip.infer
+def _(n: Node, x: TensorInfo, y_s: TensorInfo, y_zp: TensorInfo) -> TensorType:
+    _check_dtype(n, "X", x, {"float32"})
+    _check_scalar_params(n, (("Y_scale", y_s),))
+    _check_dtype(n, "Y_zero_point", y_zp, QCLIP_DTYPES)
+    if y_zp.shape is not None and y_zp.shape not in ((), (1,)):
+        raise n.error(f"Y_zero_point has shape {y_zp.shape}; QuantizeClip takes per-tensor parameters (a scalar)")
+    lo, hi = QUANT_RANGES[y_zp.dtype]
+    if not lo <= n.attrs["qmin"] <= n.attrs["qmax"] <= hi:
+        raise n.error(f"qmin {n.attrs['qmin']} and qmax {n.attrs['qmax']} must be ordered inside the {y_zp.dtype} "
+                      f"range [{lo}, {hi}]")
+    return TensorType(x.shape, y_zp.dtype)
+
+
+@quantize_clip.reference
+def _(n: Node, x: np.ndarray, y_s: np.ndarray, y_zp: np.ndarray) -> np.ndarray:
+    q = ref("QuantizeLinear", x, y_s, y_zp)
+    return np.clip(q, n.attrs["qmin"], n.attrs["qmax"]).astype(q.dtype)

@@ -115,7 +115,8 @@ def test_accuracy_target_in_db_keeps_the_fragile_layer_first_and_meets_the_targe
     first = res.order[0][0]
     assert res.met and first in {"mm2", "mm3"}
     assert first in res.kept and len(res.kept) < 3
-    assert m.quantization.decisions[first].precision == "fp32"
+    # int16 (W8A16) is tried before fp32 and is enough here (test_int16_precision.py has the numbers)
+    assert m.quantization.decisions[first].precision == res.kept[first] == "int16"
     assert m.quantization.decisions["mm1"].precision == "int8"
     pooled = 10 * math.log10(sum(float((fp32(x)[0].astype(np.float64) ** 2).sum()) for x in data)
                              / sum(float(((fp32(x)[0] - m(x)[0]).astype(np.float64) ** 2).sum()) for x in data))
