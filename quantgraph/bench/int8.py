@@ -65,7 +65,8 @@ def _qg_run(cm: Any) -> Callable[[dict[str, np.ndarray]], Callable[[], np.ndarra
 
 
 def _backends(name: str, model: Any, cm: Any, compile_s: float, calib: list[dict[str, np.ndarray]], workdir: str,
-              threads: int, use_ort: bool, use_ov: bool, kernel: str) -> list[tuple[str, str, Prepare]]:
+              threads: int, use_ort: bool, use_ov: bool, kernel: str,
+              target: float | None = None) -> list[tuple[str, str, Prepare]]:
     """(label, ISA rung, prepare) per row, in table order."""
     from quantgraph.kernels.target import select_isa
 
@@ -76,10 +77,25 @@ def _backends(name: str, model: Any, cm: Any, compile_s: float, calib: list[dict
         cm_q = qg_compile(model, quantize="int8", calibration=calib)
         return time.perf_counter() - t0, _qg_run(cm_q)
 
+    def qg_mixed() -> tuple[float, Any]:
+        from quantgraph.compiler.api import compile as qg_compile
+
+        t0 = time.perf_counter()
+        cm_m = qg_compile(model, quantize="int8", calibration=calib, accuracy_target=target)
+        prep = time.perf_counter() - t0
+        res = cm_m.accuracy_search
+        kept = {p: sum(1 for v in res.kept.values() if v == p) for p in ("int16", "fp32")}
+        print(f"  {name} accuracy search: target {target:g} dB, met={res.met}, {len(res.trials)} trials, kept "
+              f"{kept['int16']} unit(s) int16 and {kept['fp32']} fp32 of {len(res.order)}, search "
+              f"{res.seconds:.1f} s", flush=True)
+        return prep, _qg_run(cm_m)
+
     # NOTE: the fp32 rung is the packed GEMM's vector width (gemm_f32_avx512 -> avx512), the int8 one the kernel rung
     fp32_isa = kernel.removeprefix("gemm_f32_")
     rows: list[tuple[str, str, Prepare]] = [("quantgraph fp32", fp32_isa, lambda: (compile_s, _qg_run(cm))),
                                             ("quantgraph int8", select_isa(), qg_int8)]
+    if target is not None:
+        rows.append((f"quantgraph mixed {target:g} dB", select_isa(), qg_mixed))
     if use_ort:
         from quantgraph.bench import qdq
 
@@ -130,7 +146,7 @@ def int8_table(args: Any, name: str, model: Any, cm: Any, compile_s: float, time
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as workdir:
         for label, isa, prepare in _backends(name, model, cm, compile_s, calib, workdir, threads, use_ort,
-                                             ov_reason is None, kernel):
+                                             ov_reason is None, kernel, getattr(args, "accuracy_target", None)):
             row = Row(label, isa)
             rows.append(row)
             try:

@@ -64,6 +64,8 @@ def _parse(argv: list[str]) -> Any:
     p.add_argument("--no-int8", action="store_true", help="the fp32 table only")
     p.add_argument("--int8-only", action="store_true", help="the int8 table only (our fp32 still runs: reference)")
     p.add_argument("--calib", type=int, default=8, help="calibration batches (batch 1, seeded) for every int8 backend")
+    p.add_argument("--accuracy-target", type=float, default=None, metavar="DB",
+                   help="also a mixed-precision row: compile(..., accuracy_target=DB), SQNR on the calib batches")
     p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO even when installed")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime even when installed")

@@ -188,6 +188,13 @@ def build_quantized(opt_level: int) -> tuple[Pipeline, Pipeline]:
     return Pipeline(f"O{opt_level}-before-quantize", before), Pipeline(f"O{opt_level}-after-quantize", after)
 
 
+def build_fusion(opt_level: int) -> Pipeline:
+    """Epilogue fusion (O2+) and the layout pass (O3) alone, for a graph that went through the first half of
+    ``build_quantized`` already (the sensitivity report's switched graph: fp32 units beside their QDQ twins)."""
+    passes = (_fuse() if opt_level >= 2 else []) + (_layout() if opt_level >= 3 else [])
+    return Pipeline(f"O{opt_level}-fusion", passes)
+
+
 def optimize(graph: Graph, opt_level: int = 2, ctx: PassContext | None = None) -> tuple[Graph, list[PassReport]]:
     """Run the O<opt_level> pipeline on ``graph`` (mutated and returned) and return the per-pass reports."""
     if opt_level not in (0, 1, 2, 3):
@@ -204,4 +211,5 @@ def fusions_applied(reports: Sequence[PassReport]) -> dict[str, int]:
     return total
 
 
-__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "build_quantized", "fusions_applied"]
+__all__ = ["Pipeline", "PassContext", "PassReport", "optimize", "build", "build_quantized", "build_fusion",
+           "fusions_applied"]

@@ -15,6 +15,7 @@ from quantgraph import config
 from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.quantize.quantize import insert_qdq, int16_qmax, plan_quantization, weight_params
+from quantgraph.compiler.quantize.wide import INT16_HEADROOM
 from quantgraph.errors import InputError
 from quantgraph.ir import GraphBuilder, interpreter
 from quantgraph.kernels import target
@@ -118,9 +119,9 @@ def test_mlp_int16_gain_matches_numpy_and_every_rung_agrees() -> None:
     assert alone.quantization.decisions["mm3"].precision == "int16"
     got = _check_realized(alone, {"x": x})
 
-    # mm3 alone in numpy: its input on +-max|x| of the calibration with int16_qmax(32) levels a side, s8 weights
+    # mm3 alone in numpy: its input on +-INT16_HEADROOM * max|x| of the calibration, int16_qmax(32) levels a side
     h = np.concatenate([np.maximum(np.maximum(b @ w["w1"] + w["b1"], 0) @ w["w2"] + w["b2"], 0) for b in data])
-    amax = float(np.abs(h).max())
+    amax = INT16_HEADROOM * float(np.abs(h).max())
     qmax = int16_qmax(32)
     s = f32(amax / qmax)
     hx = np.maximum(np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"] + w["b2"], 0)
