@@ -192,7 +192,10 @@ def _calibrate_missing(graph: Graph, plan: QuantPlan, stats: CalibrationStats, d
                          "CalibrationStats: pass a list of batches")
     more = calibrate_graph(graph, data, tensors=missing, mode=stats.mode, percentile=stats.percentile,
                            engine="plan", progress=False)
-    return stats.merge(more)
+    # NOTE: extend, not merge: the same batches, more tensors (merge counts the batches twice). Both keep the
+    # channel means now; when merge dropped them, every search trial that calibrated a tensor lost bias
+    # correction (efficientnet's int16 probe measured 17.5 dB instead of 25.2)
+    return stats.extend(more)
 
 
 def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOptions, progress: bool,

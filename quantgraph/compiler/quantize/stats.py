@@ -130,8 +130,21 @@ class CalibrationStats:
                     raise ValueError(f"tensor '{t}': {exc}") from None
             else:
                 merged[t] = o.copy()
+        means = dict(self.means)
+        for t, m in other.means.items():
+            means[t] = means[t].merged(m) if t in means else m
         return CalibrationStats(merged, self.mode, self.percentile, self.batches + other.batches,
-                                self.graph or other.graph)
+                                self.graph or other.graph, means)
+
+    def extend(self, other: "CalibrationStats") -> "CalibrationStats":
+        """New stats with ``other``'s tensors added: more tensors observed on the *same* batches (a changed plan's
+        missing ones), so the batch count stays and nothing is merged (a tensor in both keeps this one's)."""
+        if (other.mode, other.percentile) != (self.mode, self.percentile):
+            raise ValueError(f"cannot extend stats calibrated with mode '{self.mode}' by stats with mode "
+                             f"'{other.mode}'")
+        observers = {**other.observers, **self.observers}
+        return CalibrationStats(observers, self.mode, self.percentile, self.batches, self.graph or other.graph,
+                                {**other.means, **self.means})
 
     # -- files ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -223,6 +236,14 @@ class ChannelMean:
     @property
     def mean(self) -> np.ndarray | None:
         return None if self.sum is None or self.count == 0 else self.sum / self.count
+
+    def merged(self, other: "ChannelMean") -> "ChannelMean":
+        """The mean over both sets of values (neither changes)."""
+        out = ChannelMean(self.axis)
+        sums = [x for x in (self.sum, other.sum) if x is not None]
+        out.sum = None if not sums else sums[0] if len(sums) == 1 else sums[0] + sums[1]
+        out.count = self.count + other.count
+        return out
 
 
 class ChannelAbsMax:

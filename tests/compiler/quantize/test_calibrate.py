@@ -211,3 +211,25 @@ def test_stats_refuse_unknown_tensors_and_flat_observers_for_histogram_modes(dig
         stats.range("nope")
     with pytest.raises(ValueError, match="mode 'entropy' needs histogram observers"):
         CalibrationStats(stats.observers, mode="entropy")
+
+
+def test_merge_combines_channel_means_and_extend_adds_tensors_of_the_same_batches():
+    from quantgraph.compiler.quantize.observers import MinMaxObserver
+    from quantgraph.compiler.quantize.stats import CalibrationStats, ChannelMean
+
+    r = np.random.default_rng(4)
+    a, b = r.standard_normal((3, 5, 2)), r.standard_normal((2, 5, 2))
+
+    def stats(x, name):
+        obs, mean = MinMaxObserver(), ChannelMean(1)
+        obs.observe(x.astype(np.float32))
+        mean.observe(x)
+        return CalibrationStats({name: obs}, batches=1, means={"x": mean})
+
+    both = stats(a, "t").merge(stats(b, "t"))
+    assert both.batches == 2
+    np.testing.assert_allclose(both.means["x"].mean, np.concatenate([a, b]).mean(axis=(0, 2)))
+    more = stats(a, "t").extend(stats(a, "u"))
+    assert more.batches == 1 and set(more) == {"t", "u"} and "x" in more.means
+    with pytest.raises(ValueError, match="mode"):
+        stats(a, "t").extend(CalibrationStats({}, mode="percentile"))

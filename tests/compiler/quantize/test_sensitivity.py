@@ -153,3 +153,18 @@ def test_accuracy_target_errors():
         quantgraph.compile(g, quantize="int8", calibration=iter(_data()), accuracy_target=300.0)
     with pytest.raises(ValueError, match="accuracy_target"):
         quantgraph.compile(g, quantize="int8", calibration=_data(), accuracy_target="30 dB")
+
+
+def test_predicted_k_adds_the_noises_and_rescales_them_to_the_measured_model():
+    from types import SimpleNamespace
+
+    from quantgraph.compiler.quantize.search import _predicted_k
+
+    ranked = [SimpleNamespace(output_sqnr=db) for db in (20.0, 30.0, 30.0, 40.0)]
+    # noise powers 1e-2, 1e-3, 1e-3, 1e-4: all but the first sum to 2.1e-3 (26.8 dB), the last alone to 40 dB
+    assert _predicted_k(ranked, 25.0) == 1
+    assert _predicted_k(ranked, 29.0) == 2 and _predicted_k(ranked, 35.0) == 3
+    # the whole model measured 10x noisier than the alone-noises add up to: every remainder counts 10x
+    total = 10 * math.log10(1.0 / (10 * (1e-2 + 2e-3 + 1e-4)))
+    assert _predicted_k(ranked, 25.0, total) == 3
+    assert _predicted_k(ranked, 25.0, 60.0) == 1   # never rescaled down
