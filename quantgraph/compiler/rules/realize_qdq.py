@@ -41,13 +41,12 @@ import numpy as np
 from quantgraph.compiler.pattern import Const, Match, Op, RuleSet, Value, Var, rule
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
+from quantgraph.ir.ops.fused_quant import X_DTYPES
 from quantgraph.ir.ops.quant import CONV_ATTRS, QUANT_RANGES
 from quantgraph.ir.ops.registry import ref
 from quantgraph.ir.shapes import normalize_axis
 
 INT8 = ("uint8", "int8")
-#: the activation types of QConv / QMatMul with constant weights: int16 is the W8A16 input
-X_DTYPES = INT8 + ("int16",)
 _I32 = np.iinfo(np.int32)
 
 
