@@ -9,6 +9,8 @@
 ``QUANTGRAPH_ISA``        force a kernel ISA rung (e.g. ``portable``, ``avx2``, ``avx512bw``, ``avx512vnni``) for the
                           int8 kernels and the packed fp32 GEMM (see ``kernels/target.py``)
 ``QUANTGRAPH_THREADS``    number of kernel threads (default: all cores)
+``QUANTGRAPH_PROGRESS``   1: a progress bar while kernels are JIT-compiled for the first time (the CLI and the demo
+                          turn it on unless ``-q``)
 
 Tests use :func:`override` rather than touching ``os.environ``.
 """
@@ -29,6 +31,7 @@ class Config:
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "quantgraph")
     isa: str | None = None
     threads: int | None = None
+    progress: bool = False
 
 
 def _flag(value: str | None) -> bool:
@@ -47,6 +50,7 @@ def _from_env() -> Config:
         cache_dir=env.get("QUANTGRAPH_CACHE_DIR") or base.cache_dir,
         isa=env.get("QUANTGRAPH_ISA") or None,
         threads=int(threads) if threads else None,
+        progress=_flag(env.get("QUANTGRAPH_PROGRESS")),
     )
 
 

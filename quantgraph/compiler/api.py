@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence, Union
 import onnx
 
 from quantgraph import config
+from quantgraph.compiler.artifact import sha256_of_model
 from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 #: ops that mark a graph as quantized already (an imported QDQ or QOperator model)
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                            "MatMulInteger", "QConv", "QMatMul", "QAdd", "DynamicQuantizeLinear",
-                           "QuantizeClip"})
+                           "QuantizeClip", "QAveragePool", "QConcat"})
 
 #: NHWC (the layout pass of O3) is faster than NCHW for our conv kernels: see kernels/fp32/threads.py, README
 DEFAULT_OPT_LEVEL = 3
@@ -101,8 +102,22 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
             the units that harm accuracy most in a wider precision until the model meets it (``quantize/search.py``;
             the trials are in ``model.accuracy_search``). Needs ``calibration`` as a sequence of batches.
         accuracy_tolerance: with a callable target, how far below the fp32 model's value the metric may fall.
-        progress: show a progress bar over the calibration batches.
+        progress: show progress bars: over the calibration batches, the accuracy search's trials and the
+            first-time JIT compile of kernels.
     """
+    from quantgraph.kernels.progress import jit_progress
+
+    with jit_progress(True if progress else None):
+        return _compile(model, opt_level, input_shapes, quantize, calibration, calib_mode, percentile,
+                        activation_dtype, per_channel, exclude, precision, bias_correction, equalize, smooth_quant,
+                        range_guard, accuracy_target, accuracy_tolerance, progress, options)
+
+
+def _compile(model: ModelLike, opt_level: int, input_shapes: Mapping[str, Sequence[Any]] | None, quantize: str | None,
+             calibration: Any, calib_mode: str, percentile: float, activation_dtype: str, per_channel: bool,
+             exclude: Sequence[str], precision: Mapping[str, str] | None, bias_correction: bool, equalize: bool,
+             smooth_quant: float | None, range_guard: bool, accuracy_target: Any, accuracy_tolerance: float,
+             progress: bool, options: dict[str, Any]) -> CompiledModel:
     if options:
         raise TypeError(f"compile() got unknown option(s) {sorted(options)}")
     if opt_level not in (0, 1, 2, 3):
@@ -120,6 +135,7 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
                             range_guard)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
+    model_in = model
     graph = to_graph(model)
     if input_shapes:
         _override_input_shapes(graph, input_shapes)
@@ -130,13 +146,20 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
 
     t0 = time.perf_counter()
     quantization = source = None
+    # the graph export_onnx() writes: standard ONNX ops only (fp32: as imported; int8: the QDQ graph the quantizer
+    # wrote). Graph.copy shares the (read-only) constant arrays, so this costs no weight memory.
+    export = graph.copy()
     if quantize is None:
         graph, reports = optimize(graph, opt_level)
     else:
-        graph, reports, quantization, source = _quantize(graph, opt_level, calibration, qopts, progress, seconds)
+        graph, reports, quantization, source, qdq = _quantize(graph, opt_level, calibration, qopts, progress,
+                                                              seconds)
+        export = qdq if qdq is not None else export
     seconds["optimize"] = time.perf_counter() - t0 - seconds.get("calibrate", 0.0)
     if accuracy_target is not None and source is not None:
-        return _search(source, before, reports, seconds, accuracy_target, accuracy_tolerance, progress)
+        searched = _search(source, before, reports, seconds, accuracy_target, accuracy_tolerance, progress)
+        searched.source_sha256 = sha256_of_model(model_in)
+        return searched
 
     lowered = None
     if opt_level > 0:
@@ -146,6 +169,8 @@ def compile(model: ModelLike, opt_level: int = DEFAULT_OPT_LEVEL,
     model = CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
                           compile_seconds=seconds, quantization=quantization)
     model.quant_source = source
+    model.export_graph = export
+    model.source_sha256 = sha256_of_model(model_in)
     return model
 
 
@@ -161,10 +186,12 @@ def _search(source: QuantSource, before: dict, reports: list, seconds: dict, tar
         plan = plan_quantization(g, opts)
         stats = _stats_for(g, plan, source)
         insert_qdq(g, plan, stats)
+        qdq = g.copy()
         g, more = second.run(g)
         m = CompiledModel(g, lower(g), opt_level=source.opt_level, optimized_from=before,
                           pass_reports=reports + more, compile_seconds=dict(seconds), quantization=plan)
         m.quant_source = QuantSource(source.graph, stats, opts, source.opt_level, source.data)
+        m.export_graph = qdq
         return m
 
     t0 = time.perf_counter()
@@ -199,15 +226,16 @@ def _calibrate_missing(graph: Graph, plan: QuantPlan, stats: CalibrationStats, d
 
 
 def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOptions, progress: bool,
-              seconds: dict[str, float]) -> tuple[Graph, list, QuantPlan | None, QuantSource | None]:
-    """The two halves of the pipeline around plan -> calibrate -> insert_qdq."""
+              seconds: dict[str, float]) -> tuple[Graph, list, QuantPlan | None, QuantSource | None, Graph | None]:
+    """The two halves of the pipeline around plan -> calibrate -> insert_qdq; the last item is a copy of the QDQ
+    graph insert_qdq wrote (None when the model came quantized: its imported graph is the QDQ form)."""
     first, second = build_quantized(opt_level)
     graph, reports = first.run(graph)
     if is_quantized(graph):  # quantized elsewhere: its own scales rule
         if calibration is not None:
             log.warning("model '%s' is already quantized (QDQ/QOperator); calibration= is ignored", graph.name)
         graph, more = second.run(graph)
-        return graph, reports + more, None, None
+        return graph, reports + more, None, None, None
     if calibration is None:
         raise InputError("quantize='int8' needs calibration=: an iterable of sample batches (feed dicts or arrays) "
                          "or the CalibrationStats of quantgraph.calibrate()")
@@ -258,8 +286,9 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
     insert_qdq(graph, plan, stats)
     if config.get().verify:
         verify(graph)
+    qdq = graph.copy()
     graph, more = second.run(graph)
-    return graph, reports + more, plan, source
+    return graph, reports + more, plan, source, qdq
 
 
 def _smooth(graph: Graph, calibration: Any, alpha: float, progress: bool) -> Any:

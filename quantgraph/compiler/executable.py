@@ -1,6 +1,7 @@
 """CompiledModel: a compiled graph you can call with arrays."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Mapping, Sequence
@@ -46,6 +47,16 @@ class CompiledModel:
         self.quant_source: Any = None
         #: the trials of ``compile(accuracy_target=...)`` (``quantize.search.SearchResult``), else None
         self.accuracy_search: Any = None
+        #: the graph ``export_onnx`` writes, in standard ONNX ops: the imported graph (fp32) or the QDQ graph the
+        #: quantizer wrote (int8); None: ``graph`` itself (a CompiledModel built by hand)
+        self.export_graph: Graph | None = None
+        #: sha256 of the model compiled (file / bytes / ModelProto), None for an ir.Graph
+        self.source_sha256: str | None = None
+        #: set by ``quantgraph.load``: the artifact's manifest, its quantization summary, fusions and saved report
+        self.manifest: dict[str, Any] | None = None
+        self.saved_quantization: dict[str, Any] | None = None
+        self.fusions_saved: dict[str, int] = {}
+        self.saved_report: dict[str, Any] | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -76,6 +87,15 @@ class CompiledModel:
         if self._lowered is None:
             # with verification on (always in tests) every computed value is checked against its inferred type
             return interpreter.run(self.graph, feeds, check_types=config.get().verify)
+        key = tuple(np.shape(feeds[t]) for t in self.graph.inputs)
+        if key not in self._plans and config.get().progress:  # a new plan's first run may JIT-compile kernels
+            from quantgraph.kernels.progress import jit_progress
+
+            with jit_progress():
+                return self._run_plan(feeds)
+        return self._run_plan(feeds)
+
+    def _run_plan(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         plan = self.plan_for(feeds)
         # our kernels use both cores (see kernels/fp32/threads.py); NaN/inf are values here, as in the reference
         with single_threaded_blas(), np.errstate(all="ignore"):
@@ -135,6 +155,21 @@ class CompiledModel:
         from quantgraph.compiler.quantize.sensitivity import quantization_report
 
         return quantization_report(self, data, sensitivity)
+
+    def save(self, path: str | os.PathLike, report: dict | None = None) -> str:
+        """Save to the directory ``path`` (graph JSON, tensors .npz, manifest with checksums; atomic): reload with
+        ``quantgraph.load(path)``, no recalibration (``compiler/artifact.py``). ``report``: a
+        ``compiler.report_data.collect`` dict kept for ``quantgraph report``."""
+        from quantgraph.compiler.artifact import save
+
+        return save(self, path, report=report)
+
+    def export_onnx(self, path: str | os.PathLike) -> str:
+        """Write the model as an ONNX file (fp32 ops, or QuantizeLinear/DequantizeLinear around them for a quantized
+        model) that onnxruntime loads; returns the path (``frontends/onnx/exporter.py``)."""
+        from quantgraph.frontends.onnx.exporter import export_onnx
+
+        return export_onnx(self.export_graph if self.export_graph is not None else self.graph, path)
 
     def summary(self) -> str:
         """A text report: op counts before/after optimisation, fusions applied, kernels per op type, and time per op

@@ -17,18 +17,24 @@ FORMAT = "quantgraph-ir"
 VERSION = 1
 
 
-class _Arrays:
-    """Collects arrays for the .npz side and returns JSON references to them."""
+class Arrays:
+    """Collects arrays for the .npz side and returns JSON references to them; an array object put twice (two graphs
+    sharing a constant) is stored once."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        self._seen: dict[int, tuple[np.ndarray, str]] = {}   # id -> (the array, kept alive so the id stays its)
 
     def put(self, arr: np.ndarray, dtype: str | None = None) -> dict[str, Any]:
         if arr.dtype == object:  # strings: JSON holds them (np.save would need pickle)
             return {"strings": arr.astype(str).tolist(), "shape": list(arr.shape)}
+        seen = self._seen.get(id(arr))
+        if seen is not None and seen[0] is arr:
+            return {"npz": seen[1], "dtype": str(arr.dtype)}
         key = f"a{len(self.arrays)}"
         stored = arr.view(np.uint16) if str(arr.dtype) == "bfloat16" else arr
         self.arrays[key] = np.array(stored, order="C", copy=True)  # (ascontiguousarray would make 0-d arrays 1-d)
+        self._seen[id(arr)] = (arr, key)
         return {"npz": key, "dtype": str(arr.dtype)}
 
 
@@ -41,7 +47,7 @@ def _get(ref: dict[str, Any], arrays: Any) -> np.ndarray:
     return arr
 
 
-def _enc_attr(v: Any, store: _Arrays) -> Any:
+def _enc_attr(v: Any, store: Arrays) -> Any:
     if isinstance(v, np.ndarray):
         return {"array": store.put(v)}
     if isinstance(v, tuple):
@@ -68,9 +74,10 @@ def _dec_shape(shape: Any) -> Any:
     return None if shape is None else tuple(shape)
 
 
-def to_dict(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The graph as a JSON-able dict plus the arrays it references."""
-    store = _Arrays()
+def to_dict(graph: Graph, store: Arrays | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The graph as a JSON-able dict plus the arrays it references (collected in ``store``, a new one by default,
+    which several graphs may share)."""
+    store = Arrays() if store is None else store
     tensors = []
     for name, info in graph.tensors.items():
         entry: dict[str, Any] = {"name": name, "shape": _enc_shape(info.shape), "dtype": info.dtype}

@@ -103,10 +103,13 @@ def calibrate_graph(graph: Graph, data: Any, *, tensors: Sequence[str] | None = 
         run = _interpreter_runner(graph, watchers)
     inputs = [graph.tensors[t] for t in graph.inputs]
     n = 0
-    for i, batch in enumerate(_batches(data, progress)):
-        feeds = batch_feeds(inputs, batch, i)
-        run(feeds)
-        n += 1
+    from quantgraph.kernels.progress import jit_progress
+
+    with jit_progress(True if progress else None):  # the first batch compiles the kernels on a fresh machine
+        for i, batch in enumerate(_batches(data, progress)):
+            feeds = batch_feeds(inputs, batch, i)
+            run(feeds)
+            n += 1
     if n == 0:
         raise InputError("calibration data is empty: it yielded no batch; pass an iterable of feed dicts, arrays "
                          "or lists of arrays in input order")

@@ -150,17 +150,23 @@ def search(source: QuantSource, build: Callable[[QuantizeOptions], Any], fp32: A
         result.trials.append(tr)
         if v > seen[1].value:
             seen[:] = [m, tr]
-        if progress:
-            print(f"  accuracy search: {tr}")
+        bar.update(1)
+        bar.set_postfix_str(f"kept {k} at {precision}: {v:.2f} (goal {goal:.2f})")
         done[(k, precision)] = (m, tr)
         return m, tr
 
+    from tqdm.auto import tqdm
+
+    # NOTE: bisection: the number of trials is not known up front, so the bar counts them and shows the last
+    bar = tqdm(desc="accuracy search", unit="trial", disable=not progress, leave=False)
     model0 = build(source.options)
     v0 = value(model0)
+    bar.update(1)
     result.trials.append(Trial(0, "int8", [], v0, v0 >= goal, time.perf_counter() - t0))
     seen: list = [model0, result.trials[0]]   # the best model so far, returned if nothing meets the target
     if v0 >= goal:
         result.met, result.seconds = True, time.perf_counter() - t0
+        bar.close()
         return model0, result
     report = quantization_report(model0, feeds, max_batches=SEARCH_BATCHES)
     units = plan_units(g, model0.quantization)
@@ -185,6 +191,7 @@ def search(source: QuantSource, build: Callable[[QuantizeOptions], Any], fp32: A
     result.met = met
     result.kept = {u: _unit_precision(best[1].precision, g, units_by_name[u]) for u in best[1].kept}
     result.seconds = time.perf_counter() - t0
+    bar.close()
     return best[0], result
 
 
