@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accuracy-target", type=float, metavar="DB", help="keep the most harmful layers wider until "
                    "the output SQNR over the calibration data reaches DB")
     c.add_argument("--no-report", action="store_true", help="do not measure the per-layer report at compile time")
+    c.add_argument("--sensitivity", action="store_true", help="the report also measures each layer's error at the "
+                   "outputs with only it quantized (one model run per layer: about 10x slower)")
     _common(c)
     c.set_defaults(func=commands.cmd_compile)
 

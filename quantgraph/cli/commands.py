@@ -56,28 +56,33 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = quantgraph.compile(args.model, opt_level=args.opt_level, input_shapes=shapes or None, **kwargs)
     seconds = time.perf_counter() - t0
     report = None
+    t0 = time.perf_counter()
     if not args.no_report:
         from quantgraph.compiler.report_data import collect
 
         data = batches[:REPORT_BATCHES] if batches else None
-        report = collect(model, data=data, feeds=data[0] if data else None)
+        report = collect(model, data=data, feeds=data[0] if data else None, sensitivity=args.sensitivity)
     path = model.save(args.output, report=report)
-    _print_compiled(model, seconds, path)
+    _print_compiled(model, seconds, path, time.perf_counter() - t0 if report is not None else None)
     return 0
 
 
-def _print_compiled(model: Any, seconds: float, path: str) -> None:
+def _print_compiled(model: Any, seconds: float, path: str, report_s: float | None) -> None:
     from quantgraph.compiler.artifact import quantization_summary
 
     q = quantization_summary(model)
     before = sum((model.optimized_from or {}).values())
-    line = f"compiled '{model.graph.name}': {before} -> {len(model.graph)} nodes in {seconds:.1f} s"
+    cal = model.compile_seconds.get("calibrate")
+    line = (f"compiled '{model.graph.name}': {before} -> {len(model.graph)} nodes in {seconds:.1f} s"
+            + (f" (calibration {cal:.1f} s)" if cal is not None else ""))
     if q.get("mode") == "int8":
         nodes = q["nodes"]
         line += f"; int8 {nodes.get('int8', 0)}, int16 {nodes.get('int16', 0)}, fp32 {nodes.get('fp32', 0)} nodes"
     print(line)
     if model.accuracy_search is not None:
         print(str(model.accuracy_search).splitlines()[0])
+    if report_s is not None:
+        print(f"measured the per-layer report in {report_s:.1f} s (skip with --no-report)")
     print(f"saved {path}")
 
 

@@ -222,8 +222,8 @@ def _calibration_section(model: Any) -> dict:
             "tensors": tensors}
 
 
-def _layers(model: Any, data: list) -> dict:
-    rep = model.quantization_report(data)
+def _layers(model: Any, data: list, sensitivity: bool) -> dict:
+    rep = model.quantization_report(data, sensitivity=sensitivity)
     ranked = {id(r): i for i, r in enumerate(rep.ranked())}
     layers = []
     for r in rep.layers:
@@ -337,7 +337,7 @@ def _as_feeds(model: Any, feeds: Any) -> dict | None:
     return validate_feeds(model.input_info(), args, {})
 
 
-def collect(model: Any, data: Any = None, feeds: Any = None, repeats: int = 3) -> dict:
+def collect(model: Any, data: Any = None, feeds: Any = None, repeats: int = 3, sensitivity: bool = True) -> dict:
     """Everything ``quantgraph report`` shows about a CompiledModel, as plain JSON data (see the module docstring).
 
     Args:
@@ -347,6 +347,8 @@ def collect(model: Any, data: Any = None, feeds: Any = None, repeats: int = 3) -
         feeds: one input (a dict, an array for a one-input model, or arrays in input order) for the profile and
             the latencies; None leaves those out.
         repeats: timed runs per latency and profile measurement (the median is kept).
+        sensitivity: also measure each unit's error at the outputs with only it quantized (one run of the model per
+            unit and batch: about 10x the cost of the rest; the report's ``alone@out`` column).
     """
     g = model.graph
     batches = _as_batches(data)
@@ -369,7 +371,7 @@ def collect(model: Any, data: Any = None, feeds: Any = None, repeats: int = 3) -
     if quantized:
         report["calibration"] = _calibration_section(model)
         if batches:
-            report.update(_layers(model, batches))
+            report.update(_layers(model, batches, sensitivity))
     if fd is not None:
         report["profile"] = _profile_section(model, fd, repeats)
         for row in nodes:

@@ -122,7 +122,7 @@ def test_inspect_artifact_and_picture(artifact: tuple, data: dict[str, str]) -> 
     text = proc.stdout
     assert "artifact: quantgraph " in text and "quantized: int8 " in text
     assert "fusions / rewrites applied" in text and "qdq_conv_to_qconv" in text
-    rows = [ln.split() for ln in text.splitlines() if " QConv " in ln and len(ln.split()) == 5]
+    rows = [ln.split() for ln in text.splitlines() if ln.split()[1:2] == ["QConv"]]
     assert len(rows) == 3 and all(r[2] == "int8" and r[3].startswith("qconv") for r in rows), rows
     written = text.strip().splitlines()[-1].split()[-1]
     assert written in (svg, svg[:-4] + ".dot") and os.path.getsize(written) > 500
@@ -200,3 +200,12 @@ def test_accuracy_target_and_exclude(data: dict[str, str]) -> None:
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     q = manifest["quantization"]
     assert q["options"]["exclude"] == ["Gemm"] and "accuracy_search" in q and "report.json" not in manifest["files"]
+
+
+def test_debug_2_logs_the_rules_nearest_misses() -> None:
+    """QUANTGRAPH_DEBUG=2 in a library (no CLI) gets a stderr handler: the rules' nearest misses are seen."""
+    code = "import quantgraph; from quantgraph import models; quantgraph.compile(models.path('digits_cnn.onnx'))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, QUANTGRAPH_DEBUG="2"))
+    assert proc.returncode == 0, proc.stderr
+    assert "quantgraph: INFO: quantgraph.compiler.rewrite: rule conv_to_fused: fired 3" in proc.stderr

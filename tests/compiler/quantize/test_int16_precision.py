@@ -101,8 +101,10 @@ def test_cnn_int16_groups_plan_realize_and_match_their_references(opt_level: int
     got = _check_realized(wide, {"x": x})
     gain = _sqnr(fp32, got) - _sqnr(fp32, plain(x)[0])
     assert gain >= 10.0, gain   # measured: 2.2 -> 29.5 dB
-    if opt_level == 3:  # the int16 conv (im2col + int16 GEMM) and GEMM on every rung in reach
-        for isa in target.available_isas():
+    if opt_level == 3:  # the int16 conv (im2col + int16 GEMM) and GEMM on the best rung and the portable one
+        # NOTE: not every rung: each compiles its own kernels (125 s cold on a 5-rung AVX-512 host); the int16 GEMM
+        # is bit-exact on every rung in tests/kernels, which CI runs again at avx2 and portable
+        for isa in sorted({target.available_isas()[0], "portable"}):
             with config.override(isa=isa):
                 y = CompiledModel(wide.graph, lower(wide.graph), opt_level=3)({"x": x})[0]
             np.testing.assert_array_equal(y, got, err_msg=isa)
