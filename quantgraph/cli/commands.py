@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         values = np.array2string(flat, precision=4, separator=", ", max_line_width=10_000)[1:-1]
         print(f"{name}: {arr.dtype}{tuple(arr.shape)}  [{values}{more}]")
     if args.output:
-        from quantgraph.compiler.artifact import atomic_savez
+        from quantgraph.fileio import atomic_savez
 
         atomic_savez(args.output, {k: np.asarray(v) for k, v in outputs.items()})
         print(f"saved {args.output}")
@@ -245,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"\nwrote {write_html(report, args.html)}")
     if args.json:
-        from quantgraph.compiler.artifact import atomic_write
+        from quantgraph.fileio import atomic_write
 
         atomic_write(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from quantgraph.errors import ModelLoadError, QuantgraphError
+from quantgraph.fileio import umask_mode
 from quantgraph.ir import serialize
 from quantgraph.ir.graph import Graph
 
@@ -84,6 +85,9 @@ def save(model: Any, path: str | os.PathLike, report: dict | None = None) -> str
         files[TENSORS] = _write_npz(os.path.join(tmp, TENSORS), store.arrays)
         manifest = _manifest(model, files)
         _write(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1).encode())
+        for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), umask_mode())
+        os.chmod(tmp, umask_mode(directory=True))   # mkdtemp made it 0700
         _fsync_dir(tmp)
         _replace_dir(tmp, path)
     except BaseException:
@@ -343,37 +347,6 @@ def load(path: str | os.PathLike, opt_level: int | None = None) -> Any:
     compiled_on = manifest.get("compiled_on", {}).get("isa")
     log.info("loaded %s (compiled on %s, running on %s)", path, compiled_on, config.get().isa or "auto")
     return model
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> str:
-    """Write one file atomically (temp file beside it, fsync, rename); returns the path."""
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> str:
-    """``np.savez`` to ``path`` atomically, refusing object arrays (they would be pickled)."""
-    import io
-
-    bad = [k for k, a in arrays.items() if a.dtype == object]
-    if bad:
-        raise QuantgraphError(f"cannot save {bad[0]!r}: object arrays would need pickle")
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write(path, buf.getvalue())
 
 
 def sha256_of_model(model: Any) -> str | None:

@@ -431,18 +431,9 @@ def render_html(report: dict) -> str:
 def write_html(report: dict, path: str | os.PathLike) -> str:
     """Write :func:`render_html` of ``report`` to ``path`` atomically (a temporary file beside it, then a rename);
     returns the path."""
-    path = os.fspath(path)
-    text = render_html(report)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from quantgraph.fileio import atomic_write
+
+    return atomic_write(path, render_html(report).encode("utf-8"))
 
 
 __all__ = ["render_html", "write_html", "esc", "layer_chart", "histogram_chart", "hbar_chart", "SECTIONS"]

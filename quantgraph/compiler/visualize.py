@@ -318,16 +318,9 @@ def model_to_dot(model: Any) -> str:
 
 # -- files ------------------------------------------------------------------------------------------------------
 def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from quantgraph.fileio import atomic_write
+
+    atomic_write(path, data)
 
 
 def render(dot: str, fmt: str = "svg") -> tuple[bytes | None, str]:

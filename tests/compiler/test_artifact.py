@@ -274,3 +274,13 @@ def test_kill_during_save_keeps_the_previous_artifact(saved: tuple, tmp_path: os
     assert any(n.startswith(".m.saving-") for n in os.listdir(tmp_path))
     model.save(path)
     assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_artifact_permissions_follow_the_umask(saved: tuple) -> None:
+    """Temporary directories are 0700; the saved artifact is readable like any directory the user makes."""
+    path, _ = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~mask
+    for name in os.listdir(path):
+        assert os.stat(os.path.join(path, name)).st_mode & 0o777 == 0o666 & ~mask, name
