@@ -25,6 +25,7 @@ from quantgraph.compiler.pipeline import build_quantized, optimize
 from quantgraph.compiler.quantize.bias_correction import input_channel_axes
 from quantgraph.compiler.quantize.calibrate import calibrate_graph
 from quantgraph.compiler.quantize.equalize import equalize
+from quantgraph.compiler.quantize.qdq_form import integer_weights
 from quantgraph.compiler.quantize.range_guard import guarded_tensors, range_conflicts
 from quantgraph.compiler.quantize.quantize import QuantizeOptions, QuantPlan, insert_qdq, plan_quantization
 from quantgraph.compiler.quantize.sensitivity import QuantSource
@@ -187,6 +188,7 @@ def _search(source: QuantSource, before: dict, reports: list, seconds: dict, tar
         stats = _stats_for(g, plan, source)
         insert_qdq(g, plan, stats)
         qdq = g.copy()
+        integer_weights(qdq)
         g, more = second.run(g)
         m = CompiledModel(g, lower(g), opt_level=source.opt_level, optimized_from=before,
                           pass_reports=reports + more, compile_seconds=dict(seconds), quantization=plan)
@@ -287,6 +289,7 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
     if config.get().verify:
         verify(graph)
     qdq = graph.copy()
+    integer_weights(qdq)
     graph, more = second.run(graph)
     return graph, reports + more, plan, source, qdq
 
