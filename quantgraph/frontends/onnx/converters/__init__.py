@@ -6,3 +6,4 @@ from quantgraph.frontends.onnx.converters import (  # noqa: F401
     indexing, resize,
 )
 from quantgraph.frontends.onnx.converters import attention, detection, loss  # noqa: F401
+from quantgraph.frontends.onnx.converters import contrib_quant  # noqa: F401
