@@ -37,21 +37,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 raise UsageError(f"--{flag.replace('_', '-')} needs --quantize int8")
         if args.exclude:
             raise UsageError("--exclude needs --quantize int8")
+    elif args.calib is None:
+        raise UsageError("--quantize int8 needs --calib DATA.npz|DIR (sample inputs to calibrate on)")
+    if not os.path.isfile(args.model):
+        from quantgraph.errors import ModelLoadError
+
+        raise ModelLoadError(f"model file '{args.model}' does not exist")
     kwargs: dict[str, Any] = {}
     batches = None
     if args.quantize:
-        if args.calib is None:
-            raise UsageError("--quantize int8 needs --calib DATA.npz|DIR (sample inputs to calibrate on)")
-        names = list(load_onnx(args.model).inputs) if os.path.isfile(args.model) else []
+        names = list(load_onnx(args.model).inputs)
         batches = calibration_batches(args.calib, names, args.calib_batch)
         kwargs = dict(quantize=args.quantize, calibration=batches, calib_mode=args.calib_mode,
                       exclude=tuple(args.exclude), progress=not args.quiet)
         if args.accuracy_target is not None:
             kwargs["accuracy_target"] = args.accuracy_target
-    if not os.path.isfile(args.model):
-        from quantgraph.errors import ModelLoadError
-
-        raise ModelLoadError(f"model file '{args.model}' does not exist")
     t0 = time.perf_counter()
     model = quantgraph.compile(args.model, opt_level=args.opt_level, input_shapes=shapes or None, **kwargs)
     seconds = time.perf_counter() - t0
