@@ -165,7 +165,7 @@ def _compile(model: ModelLike, opt_level: int, input_shapes: Mapping[str, Sequen
     lowered = None
     if opt_level > 0:
         t0 = time.perf_counter()
-        lowered = lower(graph)
+        lowered = lower(graph, opt_level)
         seconds["lower"] = time.perf_counter() - t0
     model = CompiledModel(graph, lowered, opt_level=opt_level, optimized_from=before, pass_reports=reports,
                           compile_seconds=seconds, quantization=quantization)

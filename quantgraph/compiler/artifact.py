@@ -336,7 +336,7 @@ def load(path: str | os.PathLike, opt_level: int | None = None) -> Any:
     if config.get().verify:
         verify(graph)
     level = manifest.get("opt_level", 3) if opt_level is None else opt_level
-    model = CompiledModel(graph, lower(graph) if level > 0 else None, opt_level=level,
+    model = CompiledModel(graph, lower(graph, level) if level > 0 else None, opt_level=level,
                           optimized_from=manifest.get("optimized_from") or None)
     model.export_graph = graphs.get(EXPORT)
     model.source_sha256 = manifest.get("source_sha256")

@@ -12,10 +12,10 @@ from quantgraph import config
 from quantgraph.errors import InputError
 from quantgraph.ir import interpreter
 from quantgraph.kernels.fp32.threads import single_threaded_blas
-from quantgraph.ir.dtypes import dtype_name, to_numpy
+from quantgraph.ir.dtypes import dtype_name, element_of, inner_of, is_optional, is_sequence, to_numpy
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.shapes import format_shape
-from quantgraph.ir.tensor import TensorInfo
+from quantgraph.ir.tensor import NON_TENSOR_VALUES, OptionalValue, SequenceValue, TensorInfo
 
 
 class CompiledModel:
@@ -77,7 +77,7 @@ class CompiledModel:
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         feeds = self._feeds(args, kwargs)
         out = self._execute(feeds)
-        return [out[t] for t in self.graph.outputs]
+        return [_user_value(out[t]) for t in self.graph.outputs]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on a dict of inputs; returns ``{output name: array}``."""
@@ -87,7 +87,7 @@ class CompiledModel:
         if self._lowered is None:
             # with verification on (always in tests) every computed value is checked against its inferred type
             return interpreter.run(self.graph, feeds, check_types=config.get().verify)
-        key = tuple(np.shape(feeds[t]) for t in self.graph.inputs)
+        key = tuple(_shape_key(feeds[t]) for t in self.graph.inputs)
         if key not in self._plans and config.get().progress:  # a new plan's first run may JIT-compile kernels
             from quantgraph.kernels.progress import jit_progress
 
@@ -103,7 +103,7 @@ class CompiledModel:
 
     def plan_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
         """The execution plan for these inputs' shapes (built and cached on the first call with new shapes)."""
-        key = tuple(np.shape(feeds[t]) for t in self.graph.inputs)
+        key = tuple(_shape_key(feeds[t]) for t in self.graph.inputs)
         plan = self._plans.get(key)
         if plan is None:
             from quantgraph.compiler.plan import build_plan
@@ -187,6 +187,21 @@ class CompiledModel:
         return f"CompiledModel({self.graph.name}, inputs=[{ins}], {len(self.graph)} nodes, opt_level={self.opt_level})"
 
 
+def _shape_key(value: Any) -> tuple[int, ...] | None:
+    """A plan is made per input-shape signature; a sequence or optional input has no shape (None)."""
+    return None if isinstance(value, NON_TENSOR_VALUES) else np.shape(value)
+
+
+def _user_value(value: Any) -> Any:
+    """What a caller gets back: arrays as they are, a sequence as a list of arrays, an optional as its value or None
+    (as onnxruntime returns them)."""
+    if isinstance(value, SequenceValue):
+        return list(value.items)
+    if isinstance(value, OptionalValue):
+        return None if value.value is None else _user_value(value.value)
+    return value
+
+
 def _timed(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
@@ -224,7 +239,31 @@ def validate_feeds(inputs: Sequence[TensorInfo], args: Sequence[Any],
     return feeds
 
 
-def _check_input(info: TensorInfo, value: Any, bound: dict[str, tuple[int, str]]) -> np.ndarray:
+def _check_sequence(info: TensorInfo, value: Any) -> SequenceValue:
+    elem = element_of(info.dtype)
+    if isinstance(value, SequenceValue):
+        value = value.items
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"input '{info.name}' is a {type(value).__name__}; expected a list of {elem} arrays "
+                         f"({info.dtype})")
+    items = []
+    for i, v in enumerate(value):
+        arr = v if isinstance(v, np.ndarray) else np.asarray(v, dtype=to_numpy(elem))
+        if dtype_name(arr) != elem:
+            raise InputError(f"input '{info.name}' item {i} has dtype {arr.dtype}; expected {elem} ({info.dtype})")
+        items.append(arr)
+    return SequenceValue(tuple(items), elem)
+
+
+def _check_input(info: TensorInfo, value: Any, bound: dict[str, tuple[int, str]]) -> Any:
+    if is_sequence(info.dtype):
+        return _check_sequence(info, value)
+    if is_optional(info.dtype):  # None: empty
+        inner = inner_of(info.dtype)
+        if isinstance(value, OptionalValue):
+            value = value.value
+        held = None if value is None else _check_input(TensorInfo(info.name, None, inner), value, bound)
+        return OptionalValue(held, inner)
     want = f"{info.dtype}{format_shape(info.shape)}"
     if isinstance(value, np.ndarray):
         arr = value

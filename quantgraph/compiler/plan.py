@@ -25,6 +25,7 @@ from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.ir.dtypes import to_numpy
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.ops.registry import get_op
+from quantgraph.ir.tensor import NON_TENSOR_VALUES
 
 ALIGN = 64
 INF = 1 << 60
@@ -70,7 +71,7 @@ class Plan:
                 np.copyto(buf, x)
         for fn, args in self.steps:
             fn(*args)
-        return [(o.value if isinstance(o, Cell) else o).copy() for o in self.outputs]
+        return [_copy(o.value if isinstance(o, Cell) else o) for o in self.outputs]
 
     def with_observers(self, observe: Mapping[str, Callable[[np.ndarray], None]]) -> "Plan":
         """A plan on the same arena whose steps also call ``observe[t](value)`` for each named tensor right after
@@ -123,11 +124,11 @@ class Plan:
         return [0.0 if b == float("inf") else b for b in best]
 
 
-def resolve_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> Graph:
+def resolve_shapes(graph: Graph, shapes: dict[str, tuple[int, ...] | None]) -> Graph:
     """A copy of ``graph`` with the given concrete input shapes and every other shape re-inferred."""
     g = graph.copy()
     for name, shp in shapes.items():
-        g.set_tensor(g.tensors[name].with_(shape=tuple(shp)))
+        g.set_tensor(g.tensors[name].with_(shape=None if shp is None else tuple(shp)))  # None: a sequence
     return infer_shapes(g)
 
 
@@ -159,7 +160,7 @@ def _place(storages: list[_Storage]) -> int:
     return max((p.offset + -(-max(p.nbytes, 1) // ALIGN) * ALIGN for p in placed), default=0)
 
 
-def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple[int, ...]],
+def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple[int, ...] | None],
                reuse: bool = True) -> Plan:
     """Plan buffers and bind kernels of ``lowered`` (from ``lower(graph)``) for concrete input ``shapes``.
 
@@ -282,6 +283,10 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
                 arena_bytes, naive, arena, buffers)
 
 
+def _copy(value: Any) -> Any:
+    return value if isinstance(value, NON_TENSOR_VALUES) else value.copy()  # (immutable, and own their items)
+
+
 def _observe(fn: Callable[[np.ndarray], None], b: Any) -> None:
     fn(b.value if isinstance(b, Cell) else b)
 
@@ -297,7 +302,7 @@ def _reference_step(n: Any) -> Any:
             if dst is None:
                 continue
             if isinstance(dst, Cell):
-                dst.value = np.array(val, copy=True)
+                dst.value = val if isinstance(val, NON_TENSOR_VALUES) else np.array(val, copy=True)
             else:
                 np.copyto(dst, val, casting="unsafe")
     return run

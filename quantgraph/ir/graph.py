@@ -35,6 +35,9 @@ class Graph:
         self._seq = itertools.count()
         self._topo_cache: list[Node] | None = None
         self.reserved: set[str] = set()       # names unique_name must not hand out (e.g. a model's own names)
+        #: outer-scope values this graph reads (a branch or loop body): named here as in the enclosing graph, with
+        #: their TensorInfo in ``tensors``, and bound to the owning node's trailing inputs (``ir/subgraph.py``)
+        self.captures: list[str] = []
 
     # -- queries ----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -121,6 +124,14 @@ class Graph:
             raise GraphError(f"input '{name}' is already defined in graph '{self.name}'")
         self.tensors[name] = TensorInfo(name, normalize_shape(shape), dtype_name(dtype))
         self.inputs.append(name)
+        return name
+
+    def add_capture(self, name: str, info: TensorInfo) -> str:
+        """Declare an outer-scope value this (sub)graph reads by ``name`` (its type is the outer tensor's)."""
+        if name in self.tensors:
+            raise GraphError(f"capture '{name}' is already defined in graph '{self.name}'")
+        self.tensors[name] = TensorInfo(name, info.shape, info.dtype, qparams=info.qparams)
+        self.captures.append(name)
         return name
 
     def add_const(self, value: Any, name: str | None = None, dtype: Any = None) -> str:
@@ -284,7 +295,7 @@ class Graph:
 
     def remove_unused_constants(self) -> int:
         """Drop constants nothing reads; returns how many."""
-        used = {t for n in self.topo() for t in n.inputs} | set(self.outputs)
+        used = {t for n in self.topo() for t in n.inputs} | set(self.outputs) | set(self.captures)
         dead = [k for k, v in self.tensors.items() if v.const is not None and k not in used and k not in self.inputs]
         for k in dead:
             del self.tensors[k]
@@ -296,6 +307,7 @@ class Graph:
         g.tensors = dict(self.tensors)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
+        g.captures = list(self.captures)
         g._producer = dict(self._producer)
         g._g = self._g.copy()
         g._order = dict(self._order)
@@ -305,7 +317,8 @@ class Graph:
     # -- comparisons ------------------------------------------------------------------------------------------
     def same_as(self, other: "Graph") -> bool:
         """Structural identity: same nodes (in order), attributes, tensors (with constant values) and I/O."""
-        if (self.name, self.inputs, self.outputs) != (other.name, other.inputs, other.outputs):
+        if (self.name, self.inputs, self.outputs, self.captures) != (other.name, other.inputs, other.outputs,
+                                                                     other.captures):
             return False
         if set(self.tensors) != set(other.tensors):
             return False
@@ -321,7 +334,10 @@ class Graph:
                 return False
             for k in x.attrs:
                 u, v = x.attrs[k], y.attrs[k]
-                if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+                if isinstance(u, Graph) or isinstance(v, Graph):
+                    if not (isinstance(u, Graph) and isinstance(v, Graph) and u.same_as(v)):
+                        return False
+                elif isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
                     if not (isinstance(u, np.ndarray) and isinstance(v, np.ndarray) and u.dtype == v.dtype
                             and np.array_equal(u, v)):
                         return False

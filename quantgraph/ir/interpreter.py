@@ -9,6 +9,7 @@ from quantgraph.errors import GraphError, ShapeError
 from quantgraph.ir.dtypes import dtype_name
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.ops.registry import get_op
+from quantgraph.ir.tensor import NON_TENSOR_VALUES
 
 OnTensor = Callable[[str, np.ndarray], None]
 
@@ -22,9 +23,10 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], on_tensor: OnTensor | Non
     """
     wanted = list(outputs if outputs is not None else graph.outputs)
     env: dict[str, np.ndarray] = {}
-    for name in graph.inputs:
+    for name in list(graph.inputs) + list(graph.captures):  # captures: outer-scope values of a subgraph
         if name not in feeds:
-            raise GraphError(f"graph input '{name}' was not fed")
+            what = "input" if name in graph.inputs else "outer-scope value"
+            raise GraphError(f"graph {what} '{name}' was not fed")
         env[name] = feeds[name]
     order = graph.topo()
     last_use: dict[str, int] = {}
@@ -57,7 +59,7 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], on_tensor: OnTensor | Non
             if on_tensor is not None:
                 on_tensor(t, value)
         for t in n.inputs:  # free intermediates as soon as nothing later reads them
-            if t in env and last_use.get(t) == i and t not in keep and t not in graph.inputs:
+            if t in env and last_use.get(t) == i and t not in keep and t not in feeds:
                 del env[t]
     out: dict[str, np.ndarray] = {}
     for t in wanted:
@@ -72,7 +74,11 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], on_tensor: OnTensor | Non
 
 def _check(graph: Graph, n, t: str, value: np.ndarray) -> None:
     info = graph.tensors[t]
-    got = dtype_name(value)
+    got = value.dtype if isinstance(value, NON_TENSOR_VALUES) else dtype_name(value)
+    if isinstance(value, NON_TENSOR_VALUES):
+        if got != info.dtype:
+            raise ShapeError(f"output '{t}' is {got} but inference said {info.dtype}", n.name, n.op)
+        return
     if got != info.dtype:
         raise ShapeError(f"output '{t}' is {got} but inference said {info.dtype}", n.name, n.op)
     if info.shape is not None:

@@ -48,6 +48,8 @@ def _get(ref: dict[str, Any], arrays: Any) -> np.ndarray:
 
 
 def _enc_attr(v: Any, store: Arrays) -> Any:
+    if isinstance(v, Graph):  # a branch or loop body: nested, sharing the arrays store
+        return {"graph": to_dict(v, store)[0]}
     if isinstance(v, np.ndarray):
         return {"array": store.put(v)}
     if isinstance(v, tuple):
@@ -63,6 +65,8 @@ def _dec_attr(v: Any, arrays: Any) -> Any:
             return arr
         if "tuple" in v:
             return tuple(_dec_attr(x, arrays) for x in v["tuple"])
+        if "graph" in v:
+            return from_dict(v["graph"], arrays)
     return v
 
 
@@ -90,6 +94,8 @@ def to_dict(graph: Graph, store: Arrays | None = None) -> tuple[dict[str, Any], 
               "attrs": {k: _enc_attr(v, store) for k, v in n.attrs.items()}} for n in graph.topo()]
     doc = {"format": FORMAT, "version": VERSION, "name": graph.name, "inputs": list(graph.inputs),
            "outputs": list(graph.outputs), "tensors": tensors, "nodes": nodes}
+    if graph.captures:
+        doc["captures"] = list(graph.captures)
     return doc, store.arrays
 
 
@@ -112,6 +118,7 @@ def from_dict(doc: dict[str, Any], arrays: Any) -> Graph:
         if name not in produced:
             g.tensors[name] = info
     g.inputs = list(doc["inputs"])
+    g.captures = list(doc.get("captures", ()))
     for n in doc["nodes"]:
         node = Node(n["name"], n["op"], tuple(n["inputs"]), tuple(n["outputs"]),
                     {k: _dec_attr(v, arrays) for k, v in n["attrs"].items()})

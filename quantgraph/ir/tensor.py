@@ -37,6 +37,41 @@ class QuantParams:
         return cls(tuple(float(s) for s in d["scale"]), tuple(int(z) for z in d["zero_point"]), d["dtype"], d["axis"])
 
 
+@dataclass(frozen=True, eq=False)
+class SequenceValue:
+    """A runtime ONNX sequence: an immutable tuple of arrays with one element dtype (IR dtype ``seq(<elem>)``).
+
+    Not a tuple subclass on purpose: references return it as one value, not as several outputs.
+    """
+
+    items: tuple[np.ndarray, ...]
+    elem: str
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def dtype(self) -> str:
+        return f"seq({self.elem})"
+
+
+@dataclass(frozen=True, eq=False)
+class OptionalValue:
+    """A runtime ONNX optional: ``value`` (a tensor or a SequenceValue) or None when empty (IR dtype
+    ``optional(<inner>)``)."""
+
+    value: Any
+    inner: str
+
+    @property
+    def dtype(self) -> str:
+        return f"optional({self.inner})"
+
+
+#: runtime values that are not arrays (references pass them through as one value each)
+NON_TENSOR_VALUES = (SequenceValue, OptionalValue)
+
+
 @dataclass(frozen=True)
 class TensorType:
     """Shape and dtype: the result of an op's type inference."""

@@ -3,17 +3,51 @@ from __future__ import annotations
 
 from quantgraph.errors import GraphError, QuantgraphError
 from quantgraph.ir.graph import Graph
+from quantgraph.ir.node import Node
 from quantgraph.ir.ops.registry import get_op
 from quantgraph.ir.shapes import format_shape, shapes_compatible
+from quantgraph.ir.subgraph import has_subgraphs, subgraphs
 
 
 def verify(graph: Graph) -> Graph:
     """Check that ``graph`` is acyclic, every input is defined before use, attributes match their op's schema and
-    type inference agrees with the recorded TensorInfo. Raises GraphError listing every problem; returns the graph.
+    type inference agrees with the recorded TensorInfo, in the graph and (through their scopes) in every subgraph.
+    Raises GraphError listing every problem; returns the graph.
     """
+    problems = _problems(graph, graph.name)
+    if problems:
+        head = f"graph '{graph.name}' failed verification ({len(problems)} problem(s)):\n  "
+        raise GraphError(head + "\n  ".join(problems[:50]) + ("\n  ..." if len(problems) > 50 else ""))
+    return graph
+
+
+def _check_subgraphs(graph: Graph, n: Node, where: str, path: str) -> list[str]:
+    """A node's subgraphs: each verified in its own scope, and its captures bound to the node's trailing inputs
+    (defined in the enclosing graph, with the same dtype)."""
+    problems: list[str] = []
+    subs = subgraphs(n)
+    k = sum(len(g.captures) for _, g in subs)
+    if k > len(n.inputs):
+        return [f"{where}: its subgraphs capture {k} outer values but the node has only {len(n.inputs)} inputs"]
+    tail = n.inputs[len(n.inputs) - k:]
+    at = 0
+    for attr, g in subs:
+        for c, t in zip(g.captures, tail[at:at + len(g.captures)]):
+            if c not in g.tensors:
+                problems.append(f"{where}: capture '{c}' of {attr} has no TensorInfo")
+            elif t in graph.tensors and graph.tensors[t].dtype != g.tensors[c].dtype:
+                problems.append(f"{where}: {attr} reads outer '{t}' as '{c}' of {g.tensors[c].dtype}; the outer "
+                                f"value is {graph.tensors[t].dtype}")
+        at += len(g.captures)
+        problems += _problems(g, f"{path}/{n.name}.{attr}")
+    return problems
+
+
+def _problems(graph: Graph, path: str) -> list[str]:
     problems: list[str] = []
     order = graph.topo()  # raises on a cycle
-    defined = set(graph.inputs) | {k for k, v in graph.tensors.items() if v.const is not None}
+    prefix = "" if path == graph.name else f"in subgraph {path}: "
+    defined = set(graph.inputs) | set(graph.captures) | {k for k, v in graph.tensors.items() if v.const is not None}
     for k, info in graph.tensors.items():
         if info.name != k:
             problems.append(f"tensor '{k}' is recorded under the name '{info.name}'")
@@ -44,6 +78,8 @@ def verify(graph: Graph) -> Graph:
             elif graph.producer(t) is None or graph.producer(t).name != n.name:  # type: ignore[union-attr]
                 problems.append(f"{where}: output '{t}' is not linked to its producer")
             defined.add(t)
+        if has_subgraphs(n):
+            problems += _check_subgraphs(graph, n, where, path)
         if any(t and t not in graph.tensors for t in n.inputs):
             continue
         try:
@@ -63,7 +99,4 @@ def verify(graph: Graph) -> Graph:
     for t in graph.outputs:
         if t not in defined:
             problems.append(f"graph output '{t}' is never defined")
-    if problems:
-        head = f"graph '{graph.name}' failed verification ({len(problems)} problem(s)):\n  "
-        raise GraphError(head + "\n  ".join(problems[:50]) + ("\n  ..." if len(problems) > 50 else ""))
-    return graph
+    return [p if p.startswith("in subgraph") else prefix + p for p in problems]

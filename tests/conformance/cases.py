@@ -120,22 +120,37 @@ def unclaimed_ops(proto: onnx.ModelProto) -> list[str]:
             if ONNX_CONVERTERS.lookup(dom, n.op_type, opsets.get(dom, MAX_OPSET)) is None:
                 missing.add(f"{dom + '::' if dom else ''}{n.op_type}")
             for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    missing.add(f"{n.op_type}(subgraph)")
+                if a.type == onnx.AttributeProto.GRAPH:  # claimed op: its subgraphs' ops must be claimed too
                     walk(a.g.node)
     walk(proto.graph.node)
     return sorted(missing)
 
 
+def _claimed_type(tp: Any) -> bool:
+    if tp.HasField("tensor_type"):
+        return True
+    if tp.HasField("sequence_type"):
+        return tp.sequence_type.elem_type.HasField("tensor_type")
+    return tp.HasField("optional_type") and _claimed_type(tp.optional_type.elem_type)
+
+
 def non_tensor_io(proto: onnx.ModelProto) -> list[str]:
-    return [v.name for v in list(proto.graph.input) + list(proto.graph.output)
-            if not v.type.HasField("tensor_type")]
+    """Inputs/outputs that are not tensors, sequences of tensors or optionals of either (maps, sparse tensors)."""
+    return [v.name for v in list(proto.graph.input) + list(proto.graph.output) if not _claimed_type(v.type)]
 
 
 def compare(got: list[np.ndarray], want: list[Any], rtol: float, atol: float) -> None:
     """The ONNX backend runner's comparison: same count, shape and dtype; allclose (exact for non-floats)."""
     assert len(got) == len(want), f"{len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
+        if w is None:  # an empty optional
+            assert g is None, f"output {i}: {type(g).__name__}, expected None (an empty optional)"
+            continue
+        if isinstance(w, list):  # a sequence output: a list of arrays, compared item by item
+            assert isinstance(g, list) and len(g) == len(w), (f"output {i}: {type(g).__name__}, expected a list of "
+                                                              f"{len(w)} arrays")
+            compare(g, w, rtol, atol)
+            continue
         w = np.asarray(w)
         assert g.shape == w.shape, f"output {i}: shape {g.shape}, expected {w.shape}"
         if w.dtype == object:

@@ -54,7 +54,8 @@ def _ill_conditioned(case: Case) -> list[_IllConditioned]:
 
 
 def _arrays(values: list) -> list[np.ndarray]:
-    return [onnx.numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else np.asarray(x) for x in values]
+    return [onnx.numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else  # list: a sequence; None: empty
+            [np.asarray(v) for v in x] if isinstance(x, list) else None if x is None else np.asarray(x) for x in values]
 
 
 def run_case(case: Case, opt_level: int) -> None:

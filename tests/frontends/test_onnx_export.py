@@ -314,7 +314,10 @@ def test_onnx_node_cases_export_to_the_same_results_in_onnxruntime() -> None:
             except Exception as exc:
                 problems.append(f"{case.name}: onnxruntime: {str(exc)[:200]}")
                 continue
-        for w, g in zip(want, got):
+        pairs = []
+        for w, g in zip(want, got):  # a sequence output compares element by element
+            pairs += list(zip(w, g)) if isinstance(w, list) and isinstance(g, list) and len(w) == len(g) else [(w, g)]
+        for w, g in pairs:
             w, g = np.asarray(w), np.asarray(g)
             if w.shape != g.shape or w.dtype != g.dtype or not np.allclose(g, w, rtol=case.rtol, atol=case.atol,
                                                                            equal_nan=True):
@@ -322,4 +325,5 @@ def test_onnx_node_cases_export_to_the_same_results_in_onnxruntime() -> None:
                 break
         compared += 1
     assert not problems, "\n".join(problems[:20])
-    assert compared >= 1350 and unknown_rank <= 40, (compared, unknown_rank)  # measured: 1392 and 38
+    # measured: 1438 and 68 (30 of them: sequence and optional outputs, and If outputs whose branches differ in rank)
+    assert compared >= 1350 and unknown_rank <= 72, (compared, unknown_rank)

@@ -5,11 +5,12 @@ import numpy as np
 
 from quantgraph.compiler.passes.infer_shapes import infer_node
 from quantgraph.compiler.rewrite import record
-from quantgraph.ir.dtypes import dtype_name
+from quantgraph.ir.dtypes import dtype_name, is_tensor
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.registry import get_op
 from quantgraph.ir.shapes import num_elements
+from quantgraph.ir.subgraph import as_bool, inline
 
 #: ops whose result is not a function of their inputs (or that must stay visible)
 NOT_FOLDABLE = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -67,7 +68,8 @@ def _all_const(graph: Graph, n: Node) -> bool:
 
 def fold_constants(graph: Graph) -> Graph:
     """Replace nodes whose inputs are all constant with their reference result; fold Shape/Size/Gather(Shape)
-    whose answer is static. Leaves graph outputs, nondeterministic ops and size-blowing ops alone.
+    whose answer is static; inline the taken branch of an If whose condition is constant. Leaves graph outputs,
+    nondeterministic ops and size-blowing ops alone.
 
     A node that reads a folded value is re-inferred before it is looked at (a Reshape whose shape became a constant
     now has a static output shape), so one topological sweep folds whole shape subgraphs and leaves the graph typed.
@@ -77,8 +79,15 @@ def fold_constants(graph: Graph) -> Graph:
         n = graph.node(n.name)  # earlier folds may have rewired its inputs
         if any(t in dirty for t in n.inputs if t):
             dirty.update(infer_node(graph, n))
-        if n.op in NOT_FOLDABLE or any(t in graph.outputs for t in n.outputs if t):
+        if n.op == "If" and graph.tensors[n.inputs[0]].const is not None:
+            # the taken branch replaces the If (its outputs keep the If's names), whatever its inputs are
+            taken = "then_branch" if as_bool(graph.tensors[n.inputs[0]].const) else "else_branch"
+            dirty.update(inline(graph, n, taken))
+            record("If")
             continue
+        if n.op in NOT_FOLDABLE or any(t in graph.outputs or not is_tensor(graph.tensors[t].dtype)
+                                       for t in n.outputs if t):
+            continue  # (a sequence or optional is never a constant of the IR)
         values = _known_value(graph, n)
         if values is None:
             if not _all_const(graph, n):

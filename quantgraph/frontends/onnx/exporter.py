@@ -39,11 +39,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantgraph.errors import UnsupportedOpError
-from quantgraph.frontends.onnx.dtypes import IR_TO_ONNX
-from quantgraph.ir.dtypes import dtype_name
+from quantgraph.frontends.onnx.dtypes import IR_TO_ONNX, type_proto
+from quantgraph.ir.dtypes import dtype_name, element_of, inner_of, is_optional, is_sequence, is_tensor
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.ir.ops.registry import get_op
+from quantgraph.ir.subgraph import captured, own_inputs, subgraphs
 
 #: int16 QuantizeLinear / DequantizeLinear need 21; Gelu 20; LayerNormalization 17
 DEFAULT_OPSET = 21
@@ -75,6 +76,8 @@ class OnnxNode:
     absent: Mapping[str, Any] = field(default_factory=dict)
     since: int = 0
     why: str = ""
+    #: outer values its subgraphs read by name (not ONNX inputs, but uses: their initializers must be written)
+    implicit: list[str] = field(default_factory=list)
 
 
 class ExportContext:
@@ -160,6 +163,7 @@ def _dtype_attrs(*names: str) -> Exporter:
 
 exports("Cast")(_dtype_attrs("to"))
 exports("EyeLike")(_dtype_attrs("dtype"))
+exports("SequenceEmpty")(_dtype_attrs("dtype"))
 exports("QuantizeLinear")(_dtype_attrs("output_dtype", "precision"))
 exports("DequantizeLinear")(_dtype_attrs("output_dtype"))
 
@@ -248,6 +252,97 @@ def _compiler_op(ctx: ExportContext, n: Node) -> list[OnnxNode]:
                         "graph, or CompiledModel.export_onnx, which writes the model's fp32 or QDQ export_graph)")
 
 
+# -- control flow: subgraph attributes as GraphProtos, captures as outer-scope names ------------------------------
+def _subgraph_proto(ctx: ExportContext, n: Node, attr: str, bound: Mapping[str, str]) -> tuple[onnx.GraphProto, int]:
+    """The subgraph ``attr`` of ``n`` at ``ctx.opset`` (and the lowest opset its nodes need). A capture reads the
+    outer tensor bound to it by name (an Identity renames it when the names differ); a subgraph output no node of
+    the subgraph computes (an input, capture or constant) gets its own Identity/Constant."""
+    sub: Graph = n.attrs[attr]
+    sctx, specs = _specs(sub, ctx.opset)
+    sctx._taken |= ctx._taken
+    need = max((_first_opset(sp, ctx.opset, sctx.dtypes) or ctx.opset for sp in specs), default=ctx.opset)
+    for sp in specs:
+        why = _check(sp, need, sctx.dtypes)
+        if why is not None:
+            raise _fail(sp, need, sctx.dtypes, why)
+    nodes = [helper.make_node("Identity", [bound[c]], [c], name=sctx.fresh(f"{c}/outer"))
+             for c in sub.captures if bound[c] != c]
+    nodes += [_node_proto(sp, need) for sp in specs]
+    produced = {t for sp in specs for t in sp.outputs if t}
+    used = {t for sp in specs for t in list(sp.inputs) + sp.implicit if t} | set(sub.outputs)
+    for t, v in {**{t: i.const for t, i in sub.tensors.items() if i.const is not None and t in used},
+                 **sctx.extra_consts}.items():
+        nodes.insert(0, helper.make_node("Constant", [], [t], name=sctx.fresh(f"{t}/Constant"),
+                                         value=numpy_helper.from_array(np.asarray(v))))
+        produced.add(t)
+    outputs = []
+    for t in sub.outputs:
+        if t in produced and t not in [o for o, _ in outputs]:
+            outputs.append((t, sub.tensors[t]))
+            continue
+        o = sctx.tensor(f"{t}/out", sub.tensors[t].dtype)
+        nodes.append(helper.make_node("Identity", [t], [o], name=sctx.fresh(f"{o}/Identity")))
+        outputs.append((o, sub.tensors[t]))
+    og = helper.make_graph(nodes, sub.name, [_value_info(sub, t) for t in sub.inputs],
+                           [_value_info_of(o, info) for o, info in outputs])
+    return og, need
+
+
+def _control_flow(ctx: ExportContext, n: Node, inputs: Sequence[str], **changes: Any) -> OnnxNode:
+    """``n`` with its captured inputs dropped and its subgraphs as GraphProtos (ONNX subgraphs read outer names)."""
+    bound_all = captured(n, list(n.inputs))
+    attrs: dict[str, Any] = {}
+    since = 0
+    for attr, _ in subgraphs(n):
+        attrs[attr], need = _subgraph_proto(ctx, n, attr, bound_all[attr])
+        since = max(since, need)
+    attrs.update(changes)
+    node = passthrough(ctx, n, **attrs)
+    node.inputs = list(inputs)
+    node.implicit = [t for t in n.inputs[len(own_inputs(n, list(n.inputs))):] if t]
+    node.absent = {k: v for k, v in node.absent.items() if k != "batched"}
+    node.attrs.pop("batched", None)
+    if since > ctx.opset:
+        node.since, node.why = since, "a node of its subgraphs"
+    return node
+
+
+@exports("If", "Loop", "SequenceMap")
+def _if_loop(ctx: ExportContext, n: Node) -> list[OnnxNode]:
+    return [_control_flow(ctx, n, own_inputs(n, list(n.inputs)))]
+
+
+@exports("Scan")
+def _scan(ctx: ExportContext, n: Node) -> list[OnnxNode]:
+    if not n.attrs["batched"]:
+        return [_control_flow(ctx, n, own_inputs(n, list(n.inputs)))]
+    # opset 8's batched Scan: an outer Scan over the batch axis whose body runs the per-batch Scan
+    own = own_inputs(n, list(n.inputs))
+    inner = _control_flow(ctx, n, [f"{t}/b" for t in own])
+    outer = Graph(f"{n.name}/batch")
+    for t in own:
+        info = ctx.graph.tensors[t]
+        outer.add_input(f"{t}/b", None if info.shape is None else info.shape[1:], info.dtype)
+    body_outs = [f"{t}/b" for t in n.outputs]
+    for t, src in zip(body_outs, n.outputs):
+        info = ctx.graph.tensors[src]
+        outer.tensors[t] = info.with_(name=t, shape=None if info.shape is None else info.shape[1:])
+    inner.outputs = body_outs
+    _check_or_fail(inner, max(ctx.opset, inner.since), ctx.dtypes | {t: outer.tensors[t].dtype
+                                                                     for t in outer.tensors})
+    og = helper.make_graph([_node_proto(inner, max(ctx.opset, inner.since))], outer.name,
+                           [_value_info(outer, t) for t in outer.inputs], [_value_info(outer, t) for t in body_outs])
+    node = OnnxNode("Scan", list(own), list(n.outputs), {"body": og, "num_scan_inputs": len(own)}, n.name, n)
+    node.since, node.why, node.implicit = inner.since, inner.why, inner.implicit
+    return [node]
+
+
+def _check_or_fail(node: OnnxNode, opset: int, dtypes: Mapping[str, str]) -> None:
+    why = _check(node, opset, dtypes)
+    if why is not None:
+        raise _fail(node, opset, dtypes, why)
+
+
 # -- checking one node against the ONNX schemas ------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _versions(op_type: str) -> tuple[int, ...]:
@@ -264,6 +359,10 @@ def _schema(op_type: str, opset: int) -> onnx.defs.OpSchema | None:
 
 
 def _type_str(dtype: str) -> str:
+    if is_sequence(dtype):
+        return f"seq({_type_str(element_of(dtype))})"
+    if is_optional(dtype):
+        return f"optional({_type_str(inner_of(dtype))})"
     return f"tensor({_ONNX_TYPE_NAMES.get(dtype, dtype)})"
 
 
@@ -373,6 +472,10 @@ def _attribute(name: str, value: Any, attr_type: int) -> onnx.AttributeProto:
         value = [str(v) for v in value]
     elif attr_type == A.TENSOR:
         value = numpy_helper.from_array(np.asarray(value))
+    elif attr_type == A.GRAPH and isinstance(value, onnx.GraphProto):  # made by _subgraph_proto
+        pass
+    elif attr_type == A.TYPE_PROTO:  # an IR dtype (Optional's type)
+        value = type_proto(value)
     else:
         raise UnsupportedOpError(f"attribute '{name}' of ONNX type {A.AttributeType.Name(attr_type)} is not "
                                  f"supported by the exporter")
@@ -394,7 +497,12 @@ def _dtype_of(value: np.ndarray) -> str:
 
 
 def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
-    info = graph.tensors[name]
+    return _value_info_of(name, graph.tensors[name])
+
+
+def _value_info_of(name: str, info: Any) -> onnx.ValueInfoProto:
+    if not is_tensor(info.dtype):
+        return helper.make_value_info(name, type_proto(info.dtype))
     shape = None if info.shape is None else [d if isinstance(d, (int, str)) else None for d in info.shape]
     return helper.make_tensor_value_info(name, IR_TO_ONNX[info.dtype], shape)
 
@@ -428,7 +536,7 @@ def to_model_proto(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         if why is not None:
             raise _fail(s, target, ctx.dtypes, why)
     nodes = [_node_proto(s, target) for s in specs]
-    used = {t for s in specs for t in s.inputs if t} | set(graph.outputs)
+    used = {t for s in specs for t in list(s.inputs) + s.implicit if t} | set(graph.outputs)
     consts = {t: info.const for t, info in graph.tensors.items() if info.const is not None and t in used}
     produced = {t for s in specs for t in s.outputs if t}
     for t in dict.fromkeys(graph.outputs):  # a constant output: a Constant node (an initializer is no output)

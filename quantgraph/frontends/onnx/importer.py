@@ -13,10 +13,12 @@ from onnx import helper
 
 from quantgraph.errors import ModelLoadError, QuantgraphError, UnsupportedOpError
 from quantgraph.frontends.onnx.context import ConvertContext
-from quantgraph.frontends.onnx.dtypes import ir_dtype
+from quantgraph.frontends.onnx.dtypes import ir_dtype, type_dtype
 from quantgraph.frontends.onnx.registry import ONNX_CONVERTERS
 from quantgraph.frontends.onnx.tensor_data import load_external_data, tensor_array
+from quantgraph.ir.dtypes import element_of, is_sequence, is_tensor
 from quantgraph.ir.graph import Graph
+from quantgraph.ir.tensor import TensorInfo, TensorType
 
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -67,9 +69,111 @@ def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
     return opsets
 
 
-def _attr_value(a: onnx.AttributeProto) -> Any:
-    if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-        raise NotImplementedError("subgraph attributes (If/Loop/Scan bodies) are not supported")
+class _Scope:
+    """A graph being built and the scopes enclosing it: an ONNX subgraph may read any enclosing graph's tensor by
+    name; resolving such a name declares it a capture of every subgraph between here and its definition."""
+
+    def __init__(self, graph: Graph, opsets: dict[str, int], parent: "_Scope | None" = None):
+        self.graph = graph
+        self.opsets = opsets
+        self.parent = parent
+
+    def resolve(self, name: str) -> bool:
+        if name in self.graph.tensors:
+            return True
+        if self.parent is not None and self.parent.resolve(name):
+            self.graph.add_capture(name, self.parent.graph.tensors[name])
+            return True
+        return False
+
+
+def _names(og: onnx.GraphProto) -> set[str]:
+    """Every tensor name of ``og`` and its subgraphs."""
+    names = {i.name for i in og.input} | {t.name for t in og.initializer} | {o.name for o in og.output}
+    for n in og.node:
+        names.update(list(n.input) + list(n.output))
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= _names(a.g)
+    return names
+
+
+def _body_hints(n: onnx.NodeProto, graph: Graph, version: int) -> list[TensorType | None]:
+    """The types a Loop/Scan body's inputs get from the node's inputs, for bodies that leave them undeclared
+    (ONNX allows that). Loop-carried values keep their rank but not their dims (they may change per iteration)."""
+    def info(t: str) -> TensorInfo | None:
+        return graph.tensors.get(t) if t else None
+
+    if n.op_type == "Loop":
+        hints: list[TensorType | None] = [TensorType((), "int64"), TensorType((), "bool")]
+        for t in n.input[2:]:
+            i = info(t)
+            hints.append(None if i is None else TensorType(
+                None if i.shape is None else (None,) * len(i.shape), i.dtype))
+        return hints
+    if n.op_type == "SequenceMap":  # a sequence input gives the body one item; a tensor is passed whole
+        out = []
+        for t in n.input:
+            i = info(t)
+            out.append(None if i is None else TensorType(None, element_of(i.dtype)) if is_sequence(i.dtype)
+                       else i.type)
+        return out
+    if n.op_type == "Scan":
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute if a.type != onnx.AttributeProto.GRAPH}
+        ins = list(n.input[1:] if version < 9 else n.input)
+        m = int(attrs.get("num_scan_inputs", 0))
+        axes = list(attrs.get("scan_input_axes") or [0] * m) if version >= 9 else [0] * m
+        hints = []
+        for k, t in enumerate(ins):
+            i = info(t)
+            if i is None or i.shape is None:
+                hints.append(None if i is None else TensorType(None, i.dtype))
+                continue
+            shape = list(i.shape[1:] if version < 9 else i.shape)  # opset 8: drop the batch axis
+            if k >= len(ins) - m and shape:
+                del shape[axes[k - (len(ins) - m)] % len(shape)]
+            hints.append(TensorType(tuple(shape), i.dtype))
+        return hints
+    return []
+
+
+def _import_subgraph(og: onnx.GraphProto, parent: _Scope, hints: list[TensorType | None]) -> Graph:
+    """An ONNX subgraph (If branch, Loop/Scan body) as an ir.Graph whose outer-scope reads are captures.
+    ``hints`` type the inputs the subgraph does not declare (from the owning node's inputs)."""
+    sub = Graph(og.name or "subgraph")
+    sub.reserved = parent.graph.reserved | _names(og)
+    scope = _Scope(sub, parent.opsets, parent)
+    for t in og.initializer:
+        what = f"initializer '{t.name}' of subgraph '{sub.name}'"
+        sub.add_const(tensor_array(t, what), name=t.name, dtype=ir_dtype(t.data_type, what))
+    taken = _dim_params(og) | parent.graph.reserved
+    for k, vi in enumerate(og.input):
+        what = f"input '{vi.name}' of subgraph '{sub.name}'"
+        hint = hints[k] if k < len(hints) else None
+        if hint is not None and (not vi.type.WhichOneof("value")
+                                 or vi.type.HasField("tensor_type") and not vi.type.tensor_type.elem_type):
+            sub.add_input(vi.name, hint.shape, hint.dtype)
+            continue
+        dtype = type_dtype(vi.type, what)
+        shape = _value_shape(vi, taken) if is_tensor(dtype) else None
+        if hint is not None and not vi.type.tensor_type.HasField("shape"):
+            shape = hint.shape
+        sub.add_input(vi.name, shape, dtype)
+    for i, n in enumerate(og.node):
+        _convert_node(sub, n, i, parent.opsets, scope)
+    for vo in og.output:
+        if not scope.resolve(vo.name):
+            raise ModelLoadError(f"output '{vo.name}' of subgraph '{sub.name}' is not produced by any node")
+    sub.set_outputs([vo.name for vo in og.output])
+    sub.reserved = set()
+    return sub
+
+
+def _attr_value(a: onnx.AttributeProto, scope: _Scope, hints: list[TensorType | None]) -> Any:
+    if a.type == onnx.AttributeProto.GRAPH:
+        return _import_subgraph(a.g, scope, hints)
+    if a.type == onnx.AttributeProto.GRAPHS:
+        raise NotImplementedError("attributes holding several graphs are not supported")
     v = helper.get_attribute_value(a)
     if isinstance(v, bytes):
         return v.decode("utf-8")
@@ -112,9 +216,20 @@ def _dim_params(og: onnx.GraphProto) -> set[str]:
             for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}
 
 
+def _all_nodes(og: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes of ``og`` and of its subgraphs (depth first)."""
+    out = []
+    for n in og.node:
+        out.append(n)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                out += _all_nodes(a.g)
+    return out
+
+
 def _check_supported(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
     problems = []
-    for i, n in enumerate(proto.graph.node):
+    for i, n in enumerate(_all_nodes(proto.graph)):
         domain = _DOMAIN_ALIASES.get(n.domain, n.domain)
         name = n.name or f"{n.op_type}_{i}"
         version = opsets.get(domain)
@@ -141,8 +256,7 @@ def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
     _check_supported(proto, opsets)
     og = proto.graph
     graph = Graph(name or og.name or "model")
-    graph.reserved = {v for n in og.node for v in list(n.input) + list(n.output)} | {i.name for i in og.input} | {
-        t.name for t in og.initializer}
+    graph.reserved = _names(og)
     for t in og.initializer:
         what = f"initializer '{t.name}'"
         dtype = ir_dtype(t.data_type, what)  # raises for unsupported element types
@@ -154,13 +268,11 @@ def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
     for vi in og.input:
         if vi.name in graph.tensors:  # IR < 4 lists initializers as inputs too; the initializer wins
             continue
-        if not vi.type.HasField("tensor_type"):
-            raise UnsupportedOpError(f"graph input '{vi.name}' is not a tensor (sequence/map/optional inputs are "
-                                     f"not supported)")
-        dtype = ir_dtype(vi.type.tensor_type.elem_type, f"graph input '{vi.name}'")
-        graph.add_input(vi.name, _value_shape(vi, taken), dtype)
+        dtype = type_dtype(vi.type, f"graph input '{vi.name}'")
+        graph.add_input(vi.name, _value_shape(vi, taken) if is_tensor(dtype) else None, dtype)
+    scope = _Scope(graph, opsets)
     for i, n in enumerate(og.node):
-        _convert_node(graph, n, i, opsets)
+        _convert_node(graph, n, i, opsets, scope)
     for vo in og.output:
         if vo.name not in graph.tensors:
             raise ModelLoadError(f"graph output '{vo.name}' is not produced by any node")
@@ -169,14 +281,18 @@ def import_onnx(model: ModelLike, name: str | None = None) -> Graph:
     return graph
 
 
-def _convert_node(graph: Graph, n: onnx.NodeProto, index: int, opsets: dict[str, int]) -> None:
+def _convert_node(graph: Graph, n: onnx.NodeProto, index: int, opsets: dict[str, int], scope: _Scope) -> None:
     domain = _DOMAIN_ALIASES.get(n.domain, n.domain)
     version = opsets[domain]
     conv = ONNX_CONVERTERS.lookup(domain, n.op_type, version)
     assert conv is not None  # _check_supported ran
     node_name = graph.unique_name(n.name or f"{n.op_type}_{index}")
+    for t in n.input:
+        if t:
+            scope.resolve(t)  # an outer-scope read becomes a capture of this subgraph
     try:
-        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        hints = _body_hints(n, graph, version) if any(a.type == onnx.AttributeProto.GRAPH for a in n.attribute) else []
+        attrs = {a.name: _attr_value(a, scope, hints) for a in n.attribute}
     except NotImplementedError as exc:
         raise UnsupportedOpError(str(exc), node_name, n.op_type) from None
     except ModelLoadError as exc:

@@ -156,7 +156,7 @@ def _range_values(n: Node, start: Any, limit: Any, delta: Any, dtype: np.dtype) 
 @range_.infer
 def _(n: Node, start: TensorInfo, limit: TensorInfo, delta: TensorInfo) -> TensorType:
     for name, t in (("start", start), ("limit", limit), ("delta", delta)):
-        if t.rank not in (None, 0) and t.shape != (1,):
+        if t.rank not in (None, 0) and t.shape not in ((1,), (None,)):  # (None,): e.g. an If output's merged shape
             raise n.error(f"{name} has shape {t.shape}; Range expects scalars")
         if t.dtype != start.dtype:
             raise n.error(f"{name} is {t.dtype} but start is {start.dtype}; Range expects one type")

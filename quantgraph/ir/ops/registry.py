@@ -25,7 +25,7 @@ import numpy as np
 from quantgraph.errors import GraphError, QuantgraphError, ShapeError, UnsupportedOpError
 from quantgraph.ir.dtypes import dtype_name
 from quantgraph.ir.node import Node
-from quantgraph.ir.tensor import TensorInfo, TensorType
+from quantgraph.ir.tensor import NON_TENSOR_VALUES, TensorInfo, TensorType
 
 
 class Fusion(enum.Enum):
@@ -214,11 +214,12 @@ class OpDef:
         except QuantgraphError:
             raise
         except Exception as exc:
-            shapes = ", ".join("None" if a is None else f"{a.dtype}{tuple(a.shape)}" for a in arrays)
+            shapes = ", ".join("None" if a is None else f"{a.dtype}" if isinstance(a, NON_TENSOR_VALUES)
+                               else f"{a.dtype}{tuple(a.shape)}" for a in arrays)
             raise ShapeError(f"reference failed on inputs [{shapes}]: {type(exc).__name__}: {exc}",
                              node.name, node.op) from exc
         outs = list(result) if isinstance(result, (tuple, list)) else [result]
-        return [o if isinstance(o, np.ndarray) or o is None else np.asarray(o) for o in outs]
+        return [o if isinstance(o, (np.ndarray, *NON_TENSOR_VALUES)) or o is None else np.asarray(o) for o in outs]
 
 
 _REGISTRY: dict[str, OpDef] = {}

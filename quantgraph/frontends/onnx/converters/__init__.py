@@ -5,5 +5,5 @@ from quantgraph.frontends.onnx.converters import (  # noqa: F401
     elementwise, logic, misc, nn, norm, pool, quant, reduce, rnn, shape,
     indexing, resize,
 )
-from quantgraph.frontends.onnx.converters import attention, detection, loss  # noqa: F401
+from quantgraph.frontends.onnx.converters import attention, control_flow, detection, loss  # noqa: F401
 from quantgraph.frontends.onnx.converters import contrib_quant  # noqa: F401
