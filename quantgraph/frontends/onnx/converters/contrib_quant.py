@@ -177,36 +177,36 @@ def QLinearConcat(g: ConvertContext, Y_scale: str, Y_zero_point: str, *inputs: s
 
 
 # -- pooling ------------------------------------------------------------------------------------------------------
+def _qlinear_pool(g: ConvertContext, X: str, x_scale: str, x_zero_point: str | None, y_scale: str,
+                  y_zero_point: str | None, channels_last: int, pool: Any) -> str:
+    """Q(pool(DQ(X))) for both pools; ``channels_last`` transposes the int8 tensor on the way in and out."""
+    dtype = _int8_input(g, X, "X")
+    for t, what in ((x_scale, "x_scale"), (x_zero_point, "x_zero_point"), (y_scale, "y_scale"),
+                    (y_zero_point, "y_zero_point")):
+        _scalar(g, t, what)
+    if channels_last not in (0, 1):
+        raise g.unsupported(f"channels_last is {channels_last}; expected 0 or 1")
+    x = _to_channels_first(g, X, "X") if channels_last else X
+    y = _q(g, pool(_dq(g, x, x_scale, x_zero_point)), y_scale, y_zero_point, dtype)
+    return _to_channels_last(g, y) if channels_last else y
+
+
 @onnx_op("QLinearAveragePool", since=1, domain=MS)
 def QLinearAveragePool(g: ConvertContext, X: str, x_scale: str, x_zero_point: str | None, y_scale: str,
                        y_zero_point: str | None = None, *, auto_pad: str = "NOTSET", ceil_mode: int = 0,
                        channels_last: int = 0, count_include_pad: int = 0, kernel_shape: Sequence[int] | None = None,
                        pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> str:
-    dtype = _int8_input(g, X, "X")
-    for t, what in ((x_scale, "x_scale"), (x_zero_point, "x_zero_point"), (y_scale, "y_scale"),
-                    (y_zero_point, "y_zero_point")):
-        _scalar(g, t, what)
-    if channels_last not in (0, 1):
-        raise g.unsupported(f"channels_last is {channels_last}; expected 0 or 1")
-    x = _to_channels_first(g, X, "X") if channels_last else X
-    y = AveragePool(g, _dq(g, x, x_scale, x_zero_point), auto_pad=auto_pad, ceil_mode=ceil_mode,
-                    count_include_pad=count_include_pad, kernel_shape=kernel_shape, pads=pads, strides=strides)
-    y = _q(g, y, y_scale, y_zero_point, dtype)
-    return _to_channels_last(g, y) if channels_last else y
+    return _qlinear_pool(g, X, x_scale, x_zero_point, y_scale, y_zero_point, channels_last,
+                         lambda x: AveragePool(g, x, auto_pad=auto_pad, ceil_mode=ceil_mode,
+                                               count_include_pad=count_include_pad, kernel_shape=kernel_shape,
+                                               pads=pads, strides=strides))
 
 
 @onnx_op("QLinearGlobalAveragePool", since=1, domain=MS)
 def QLinearGlobalAveragePool(g: ConvertContext, X: str, x_scale: str, x_zero_point: str, y_scale: str,
                              y_zero_point: str, *, channels_last: int = 0) -> str:
-    dtype = _int8_input(g, X, "X")
-    for t, what in ((x_scale, "x_scale"), (x_zero_point, "x_zero_point"), (y_scale, "y_scale"),
-                    (y_zero_point, "y_zero_point")):
-        _scalar(g, t, what)
-    if channels_last not in (0, 1):
-        raise g.unsupported(f"channels_last is {channels_last}; expected 0 or 1")
-    x = _to_channels_first(g, X, "X") if channels_last else X
-    y = _q(g, g.add("GlobalAveragePool", [_dq(g, x, x_scale, x_zero_point)]), y_scale, y_zero_point, dtype)
-    return _to_channels_last(g, y) if channels_last else y
+    return _qlinear_pool(g, X, x_scale, x_zero_point, y_scale, y_zero_point, channels_last,
+                         lambda x: g.add("GlobalAveragePool", [x]))
 
 
 # -- matmuls ------------------------------------------------------------------------------------------------------
