@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "conv": ("quantgraph.bench.conv", "int8 ResNet-50 convolutions vs numpy fp32 (im2col) and QLinearConv"),
     "compile": ("quantgraph.bench.compile", "cold / warm compile time of the int8 kernel set (fresh processes)"),
     "model": ("quantgraph.bench.model", "ResNet-50 / BERT / MobileNetV2, fp32 and int8, vs onnxruntime and OpenVINO"),
+    "rnn": ("quantgraph.bench.rnn", "LSTM / GRU layers (DeepSpeech2, small), fp32 and int8, vs onnxruntime"),
 }
 
 

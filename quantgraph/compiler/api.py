@@ -22,6 +22,7 @@ from quantgraph.compiler.executable import CompiledModel
 from quantgraph.compiler.lower import lower
 from quantgraph.compiler.passes.infer_shapes import infer_shapes
 from quantgraph.compiler.pipeline import build_quantized, optimize
+from quantgraph.compiler.quantize import subgraphs as inner
 from quantgraph.compiler.quantize.bias_correction import input_channel_axes
 from quantgraph.compiler.quantize.calibrate import calibrate_graph
 from quantgraph.compiler.quantize.equalize import equalize
@@ -186,13 +187,14 @@ def _search(source: QuantSource, before: dict, reports: list, seconds: dict, tar
         g = source.graph.copy()
         plan = plan_quantization(g, opts)
         stats = _stats_for(g, plan, source)
+        _with_subgraphs(g, plan, source.subgraphs)
         insert_qdq(g, plan, stats)
         qdq = g.copy()
         integer_weights(qdq)
         g, more = second.run(g)
         m = CompiledModel(g, lower(g), opt_level=source.opt_level, optimized_from=before,
                           pass_reports=reports + more, compile_seconds=dict(seconds), quantization=plan)
-        m.quant_source = QuantSource(source.graph, stats, opts, source.opt_level, source.data)
+        m.quant_source = QuantSource(source.graph, stats, opts, source.opt_level, source.data, source.subgraphs)
         m.export_graph = qdq
         return m
 
@@ -252,7 +254,11 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
     data = calibration if isinstance(calibration, (list, tuple)) else None
     means = input_channel_axes(graph, list(plan.weights)) if opts.bias_correction else None
     t0 = time.perf_counter()
+    recorded: dict[str, inner.Recorder] = {}
     if isinstance(calibration, CalibrationStats):
+        if inner.quantizable(graph):
+            log.info("quantize: If branches and Loop/Scan bodies stay fp32: CalibrationStats hold no values that "
+                     "reached them; pass calibration batches to quantize inside them")
         missing = [t for t in plan.observe if t not in calibration]
         if missing:
             raise InputError(f"calibration stats of graph '{calibration.graph}' lack {len(missing)} tensor(s) the "
@@ -267,8 +273,10 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
                      "from quantgraph.calibrate() lack; pass calibration batches to correct biases")
     else:
         extra = guarded_tensors(graph, plan) if opts.range_guard else []
+        recorded = inner.recorders(graph)
         stats = calibrate_graph(graph, calibration, tensors=plan.observe + extra, mode=opts.calib_mode,
-                                percentile=opts.percentile, engine="plan", progress=progress, channel_means=means)
+                                percentile=opts.percentile, engine="plan", progress=progress, channel_means=means,
+                                sinks=recorded)
     if opts.range_guard:
         kept = range_conflicts(graph, plan, stats)
         if kept:
@@ -284,7 +292,9 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
                             "plan needs tensors calibrated again and calibration= was an iterator; pass a list",
                             len(kept), *next(iter(kept.items())))
     seconds["calibrate"] = time.perf_counter() - t0
-    source = QuantSource(graph.copy(), stats, opts, opt_level, data)
+    inside = _quantize_subgraphs(graph, opt_level, opts, recorded, seconds) if recorded else []
+    source = QuantSource(graph.copy(), stats, opts, opt_level, data, inside)
+    _with_subgraphs(graph, plan, inside)
     insert_qdq(graph, plan, stats)
     if config.get().verify:
         verify(graph)
@@ -292,6 +302,27 @@ def _quantize(graph: Graph, opt_level: int, calibration: Any, opts: QuantizeOpti
     integer_weights(qdq)
     graph, more = second.run(graph)
     return graph, reports + more, plan, source, qdq
+
+
+def _quantize_subgraphs(graph: Graph, opt_level: int, opts: QuantizeOptions, recorded: dict,
+                        seconds: dict[str, float]) -> list[inner.Quantized]:
+    """Each If branch / Loop or Scan body calibration reached, through the quantize pipeline on the values that
+    reached it (quantize/subgraphs.py)."""
+    def quantize_one(branch: Graph, batches: list) -> tuple[Graph | None, QuantPlan | None]:
+        times: dict[str, float] = {}
+        _, _, plan, _, qdq = _quantize(branch, opt_level, batches, opts, False, times)
+        seconds["calibrate"] = seconds.get("calibrate", 0.0) + times.get("calibrate", 0.0)
+        return qdq, plan
+
+    t0 = time.perf_counter()
+    out = inner.quantize_subgraphs(graph, recorded, quantize_one)
+    seconds["quantize_subgraphs"] = time.perf_counter() - t0
+    return out
+
+
+def _with_subgraphs(graph: Graph, plan: QuantPlan, quantized: list[inner.Quantized]) -> None:
+    inner.apply_subgraphs(graph, quantized)
+    plan.subgraphs = {q.key: q.plan for q in quantized}
 
 
 def _smooth(graph: Graph, calibration: Any, alpha: float, progress: bool) -> Any:

@@ -204,7 +204,7 @@ def build_plan(graph: Graph, lowered: list[LoweredNode], shapes: dict[str, tuple
         ins = [t for t in n.inputs if t]
         outs = [t for t in n.outputs if t]
         dynamic = any(t not in is_const and _static(g, t) is None for t in ins + outs)
-        if k is not None and dynamic:
+        if k is not None and dynamic and not k.dynamic:
             k = None
         nsc = 0
         if k is not None and k.scratch is not None:

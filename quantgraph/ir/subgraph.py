@@ -73,6 +73,51 @@ def copy_deep(g: Graph) -> Graph:
     return out
 
 
+def standalone(n: Node, attr: str, outer: Graph | None = None) -> Graph:
+    """Subgraph ``attr`` of ``n`` as a graph of its own, named ``{node}.{attr}``: its inputs, then its captures as
+    more inputs, except the captures bound to constants of ``outer``, which become its constants (so its passes fold
+    and fuse them, and the quantizer sees weights). The constant arrays are shared, not copied."""
+    sub = n.attrs[attr]
+    g = sub.copy()
+    g.name = f"{n.name}.{attr}"
+    bound = captured(n, list(n.inputs))[attr]
+    inputs = list(sub.inputs)
+    for c in sub.captures:
+        info = outer.tensors.get(bound[c]) if outer is not None else None
+        if info is not None and info.const is not None:
+            g.tensors[c] = info.with_(name=c)
+        else:
+            inputs.append(c)
+    g.inputs, g.captures = inputs, []
+    return g
+
+
+def as_subgraph(g: Graph, like: Graph) -> Graph:
+    """A standalone graph made from ``like`` (see :func:`standalone`) as a subgraph again: ``like``'s inputs, the
+    rest of its inputs as captures (in ``like``'s capture order); ``g`` is changed and returned."""
+    inputs = set(g.inputs)
+    g.name = like.name
+    g.captures = [c for c in like.captures if c in inputs]
+    g.inputs = list(like.inputs)
+    return g
+
+
+def replace_subgraphs(graph: Graph, n: Node, new: Mapping[str, Graph]) -> Node:
+    """Give ``n`` the subgraphs ``new`` (attribute -> graph) and bind its trailing inputs to their captures, each
+    to the outer value it was bound to (a new subgraph captures a subset of what the old one did)."""
+    bound = captured(n, list(n.inputs))
+    attrs = {**n.attrs, **new}
+    tail = []
+    for attr, sub in [(k, v) for k, v in attrs.items() if isinstance(v, Graph)]:
+        missing = [c for c in sub.captures if c not in bound.get(attr, {})]
+        if missing:
+            raise GraphError(f"new {attr} captures {missing}, which the old one did not", n.name, n.op)
+        tail += [bound[attr][c] for c in sub.captures]
+    node = Node(n.name, n.op, tuple(own_inputs(n, list(n.inputs))) + tuple(tail), n.outputs, attrs)
+    graph._replace_node(n, node)
+    return node
+
+
 def as_bool(cond: Any) -> bool:
     return bool(np.asarray(cond).reshape(-1)[0])
 

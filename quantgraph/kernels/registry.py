@@ -38,6 +38,7 @@ FAMILIES = (
     "quantgraph.kernels.fp32.bind_pool",
     "quantgraph.kernels.fp32.bind_data",
     "quantgraph.kernels.fp32.attention_f32",
+    "quantgraph.kernels.fp32.bind_rnn",
     "quantgraph.kernels.bind_int8",
 )
 
@@ -58,6 +59,7 @@ class Kernel:
     view: bool = False
     inplace: bool = False
     priority: int = 0
+    dynamic: bool = False                    # also binds values of run-time shape (``plan.Cell`` ins and outs)
 
     def refusal(self, n: Node, g: Graph) -> str | None:
         """Why this kernel cannot run ``n`` here (dtype, rung, host), else its own ``accepts``."""

@@ -251,7 +251,7 @@ def test_vad_like_if_with_conv_branches_matches_onnxruntime() -> None:
             np.testing.assert_allclose(compiled(feeds)[0], want, rtol=1e-4, atol=1e-5)
             if level:  # each branch is compiled once as its own graph: its Conv runs a compiled kernel
                 (node,) = [ln for ln in compiled.lowered if ln.node.op == "If"]
-                assert node.kernel.name == "if_compiled_branches"
+                assert node.kernel.name == "compiled_subgraphs"
                 assert "FusedConv" in node.packed["else_branch"].graph.op_counts()
 
 

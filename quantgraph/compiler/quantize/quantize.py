@@ -77,6 +77,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from quantgraph.compiler.quantize.bias_correction import correct_bias
+from quantgraph.compiler.quantize.dynamic_rnn import DECISION as DYNAMIC_RNN_DECISION
+from quantgraph.compiler.quantize.dynamic_rnn import DYNAMIC_RNN_OPS, dynamic_rnn_refusal, quantize_dynamic_rnn
 from quantgraph.compiler.quantize.stats import CalibrationStats
 from quantgraph.compiler.quantize.wide import int16_qmax, int16_range, insert_int16, int_bias_bound
 from quantgraph.compiler.rules.realize_qdq import MOVES, POOLS, move_refusal
@@ -216,16 +218,23 @@ class QuantPlan:
     biases: dict[str, str] = field(default_factory=dict)   # anchor -> its float bias constant
     #: int16 groups: anchor -> the activation tensor it reads as int16 (symmetric, ``int16_qmax`` levels a side)
     int16: dict[str, str] = field(default_factory=dict)
+    #: the plans of the If branches / Loop, Scan bodies quantized as graphs of their own ("If_3.then_branch" ->
+    #: plan; subgraphs.py)
+    subgraphs: dict[str, "QuantPlan"] = field(default_factory=dict)
 
     @property
     def int8_nodes(self) -> list[str]:
         return [d.node for d in self.decisions.values() if d.precision == "int8"]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """precision -> op -> nodes."""
+        """precision -> op -> nodes, the nodes inside quantized subgraphs (If branches, loop bodies) included."""
         out: dict[str, dict[str, int]] = {p: {} for p in PRECISIONS}
         for d in self.decisions.values():
             out[d.precision][d.op] = out[d.precision].get(d.op, 0) + 1
+        for sub in self.subgraphs.values():
+            for p, ops in sub.counts().items():
+                for op_, k in ops.items():
+                    out[p][op_] = out[p].get(op_, 0) + k
         return out
 
     def fp32_reasons(self) -> dict[str, list[str]]:
@@ -252,6 +261,9 @@ class QuantPlan:
             for why, nodes in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
                 shown = ", ".join(nodes[:4]) + (f", ... ({len(nodes)})" if len(nodes) > 4 else "")
                 lines.append(f"    {why}: {shown}")
+        for key, sub in self.subgraphs.items():
+            c = sub.counts()
+            lines.append(f"  {key}: {sum(c['int8'].values())} int8, {sum(c['fp32'].values())} fp32")
         return "\n".join(lines)
 
 
@@ -533,6 +545,12 @@ def plan_quantization(graph: Graph, options: QuantizeOptions | None = None) -> Q
         while quantized.get(src, src) != src:
             src = quantized[src]
         quantized[t] = src
+    # LSTM/GRU with constant weights: dynamic int8, nothing to calibrate (dynamic_rnn.py; realized in insert_qdq)
+    for n in topo:
+        if n.op in DYNAMIC_RNN_OPS and n.name not in decisions:
+            why = dynamic_rnn_refusal(g, n)
+            decisions[n.name] = (Decision(n.name, n.op, "fp32", why) if why else
+                                 Decision(n.name, n.op, "int8", DYNAMIC_RNN_DECISION, n.name, "float32"))
     for n in topo:
         decisions.setdefault(n.name, Decision(n.name, n.op, "fp32", f"no int8 form for {n.op}"))
     observe = list(dict.fromkeys(list(quantized.values()) + list(int16.values())))
@@ -622,6 +640,8 @@ def insert_qdq(graph: Graph, plan: QuantPlan, stats: CalibrationStats | None) ->
         bound = int_bias_bound(g, anchor, s0, w_scales[anchor])
         qmax = int16_qmax(k, bound)
         insert_int16(g, anchor, np.float32(amax / qmax), qmax)
+    quantize_dynamic_rnn(g, [d.node for d in plan.decisions.values()
+                             if d.precision == "int8" and d.op in DYNAMIC_RNN_OPS])
     return g
 
 

@@ -46,7 +46,9 @@ class QuantSource:
     """What a quantized CompiledModel was made from; kept for its report and for the accuracy search.
 
     ``graph`` is the fp32 graph the quantizer planned (the first half of the pipeline; never changed afterwards),
-    ``data`` the calibration batches when they were given as a sequence (kept by reference, not copied).
+    ``data`` the calibration batches when they were given as a sequence (kept by reference, not copied),
+    ``subgraphs`` the If branches and loop bodies quantized as graphs of their own (``subgraphs.py``;
+    ``graph`` keeps them fp32).
     """
 
     graph: Graph
@@ -54,6 +56,7 @@ class QuantSource:
     options: QuantizeOptions
     opt_level: int
     data: Sequence[Any] | None = None
+    subgraphs: list[Any] = field(default_factory=list)
 
 
 @dataclass

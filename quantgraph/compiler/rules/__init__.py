@@ -11,8 +11,8 @@ CANCEL = cleanup.CANCEL
 #: BatchNorm folded into the Conv/Gemm/MatMul before it
 BN_FOLDING = norm.BN_FOLDING
 #: canonical forms, zero Pad folded into the Conv after it, BatchNorm as an affine, LayerNorm / GELU / HardSwish
-#: written as primitive ops
-RECOGNIZE = cleanup.CANONICAL + conv.PAD_FOLDING + norm.BN_AFFINE + norm.NORMS + activation.RULES
+#: written as primitive ops, 1-D convolutions as 2-D ones
+RECOGNIZE = cleanup.CANONICAL + conv.PAD_FOLDING + conv.CONV1D + norm.BN_AFFINE + norm.NORMS + activation.RULES
 #: the multi-head attention core into FusedAttention (before FUSIONS turns its MatMuls into FusedMatMul)
 ATTENTION = attention.RULES
 #: Conv/Gemm/MatMul into FusedConv/FusedMatMul with bias, residual and activation epilogues

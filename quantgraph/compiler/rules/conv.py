@@ -9,6 +9,14 @@ of a convolution into the convolution's own pads (one pass over the tensor less;
 activation zero point, so the padded zeros stay exact):
 
     Conv(Pad(x, pads, 0, mode=constant), W, B?)   ==>  Conv(x, W, B?, pads = pads + conv pads)    (H/W pads only)
+
+and (``CONV1D``, in RECOGNIZE) 1-D convolutions (audio models: silero VAD, speech front ends) as 2-D ones of height
+1, so they reach the fp32 and int8 conv kernels; an activation after the Squeeze moves before it, and an
+Unsqueeze of a Squeeze on the same axis cancels, so a chain of 1-D convs stays 4-D between them:
+
+    Conv(x[N, C, L], W[M, C/g, k], B?)            ==>  Squeeze(Conv(Unsqueeze(x, 2), W[:, :, None, :], B?), 2)
+    act(Squeeze(x, a), ...)                       ==>  Squeeze(act(x, ...), a)      (elementwise activations)
+    Unsqueeze(Squeeze(x, a), a)                   ==>  x
 """
 from __future__ import annotations
 
@@ -105,5 +113,50 @@ def pad_into_conv(m: Match):
     return m.emit("Conv", [m["x"], *conv.inputs[1:]], **{**conv.attrs, "pads": pads})
 
 
+def _window(attrs: dict, key: str, one: int, default: int) -> list[int]:
+    v = [int(i) for i in attrs.get(key) or ()]
+    return [one] + (v or [default])
+
+
+@rule(Op("Conv", Var("x"), Const("w"), ..., name="conv"))
+def conv1d_as_2d(m: Match):
+    """Conv(x[N, C, L], W[M, C/g, k], B?) ==> Squeeze(Conv(Unsqueeze(x, 2), W[:, :, None, :], B?), 2)."""
+    if m["x"].rank != 3 or m["w"].value.ndim != 3:
+        return m.fail(f"input has rank {m['x'].rank}; only 1-D convolutions (rank 3) become 2-D")
+    conv = m.node("conv")
+    a = conv.attrs
+    pads = [int(i) for i in a.get("pads") or (0, 0)]
+    attrs = {**a, "kernel_shape": [1, int(m["w"].value.shape[2])], "strides": _window(a, "strides", 1, 1),
+             "dilations": _window(a, "dilations", 1, 1), "pads": [0, pads[0], 0, pads[1]]}
+    axis = m.const(np.array([2], np.int64), "axis2")
+    x4 = m.emit("Unsqueeze", [m["x"], axis])
+    w4 = m.const(np.ascontiguousarray(m["w"].value[:, :, None, :]), "w2d")
+    y4 = m.emit("Conv", [x4, w4, *conv.inputs[2:]], **attrs)
+    return m.emit("Squeeze", [y4, axis])
+
+
+#: elementwise activations that commute with a Squeeze
+_POINTWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Gelu", "Softplus"}
+
+
+@rule(Op(_POINTWISE, Op("Squeeze", Var("x"), Const("axes"), name="sq"), ..., name="act"))
+def activation_before_squeeze(m: Match):
+    """act(Squeeze(x, a), ...) ==> Squeeze(act(x, ...), a): the activation then follows the conv it fuses into."""
+    act = m.node("act")
+    y = m.emit(act.op, [m["x"], *act.inputs[1:]], **act.attrs)
+    return m.emit("Squeeze", [y, m["axes"]])
+
+
+@rule(Op("Unsqueeze", Op("Squeeze", Var("x"), Const("a"), name="sq"), Const("b"), name="un"))
+def cancel_squeeze_unsqueeze(m: Match):
+    """Unsqueeze(Squeeze(x, a), a) ==> x (the squeezed axes had size 1)."""
+    a, b = (sorted(int(i) for i in m[k].value.reshape(-1)) for k in ("a", "b"))
+    r = m["x"].rank
+    if r is None or [i % r for i in a] != [i % r for i in b]:
+        return m.fail(f"the axes differ ({a} vs {b})")
+    return m["x"]
+
+
 RULES = RuleSet([conv_to_fused, conv_add_bias, conv_residual], "conv")
+CONV1D = RuleSet([conv1d_as_2d, activation_before_squeeze, cancel_squeeze_unsqueeze], "conv1d")
 PAD_FOLDING = RuleSet([pad_into_conv], "pad_folding")

@@ -241,6 +241,33 @@ def _quantize_clip(ctx: ExportContext, n: Node) -> list[OnnxNode]:
             OnnxNode("QuantizeLinear", [clipped, s_t, zp_t], list(n.outputs), {}, n.name, n)]
 
 
+@exports("QLSTM", "QGRU")
+def _dynamic_rnn(ctx: ExportContext, n: Node) -> list[OnnxNode]:
+    # The quantizer's dynamic int8 LSTM/GRU (ir/ops/rnn_quant.py): its int8 weights stay int8 in the file and are
+    # dequantized in the graph (Cast, Mul by the per-row scales), feeding the float op; the run-time quantization
+    # of X and h is not expressed (onnxruntime's DynamicQuantizeLSTM is not a standard op)
+    x, wq, ws, rq, rs = n.inputs[:5]
+    rest = list(n.inputs[5:])
+    nodes, weights = [], []
+    for q, s in ((wq, ws), (rq, rs)):
+        scale = ctx.value(s)
+        if scale is None:
+            raise n.unsupported(f"the scales '{s}' must be constants to export {n.op}")
+        s3 = ctx.const(np.asarray(scale, np.float32)[:, :, None], f"{s}/rows")
+        qf = ctx.tensor(f"{q}/float", "float32")
+        wf = ctx.tensor(f"{q}/dequantized", "float32")
+        nodes += [OnnxNode("Cast", [q], [qf], {"to": TensorProto.FLOAT}, ctx.fresh(f"{n.name}/Cast"), n),
+                  OnnxNode("Mul", [qf, s3], [wf], {}, ctx.fresh(f"{n.name}/Mul"), n)]
+        weights.append(wf)
+    op = n.op[1:]
+    b = rest[0] if rest else ""
+    ins = [x] + weights + [b, ""] + rest[1:]
+    node = OnnxNode(op, ins, list(n.outputs), dict(n.attrs), n.name, n, get_op(op).attrs)
+    if n.attrs.get("layout"):
+        node.since, node.why = 14, "layout=1"
+    return nodes + [node]
+
+
 #: compiler-made ops (quantgraph/ir/ops/fused*.py): made by optimization, never by a frontend
 _COMPILER_OPS = ("FusedConv", "FusedMatMul", "FusedPool", "FusedAttention", "QConv", "QMatMul", "QAdd",
                  "QAveragePool", "QConcat")

@@ -6,7 +6,7 @@ import importlib
 _MODULES = ("elementwise", "logic", "nn", "pool", "norm", "shape", "indexing", "resize", "reduce", "quant", "rnn",
             "misc", "fused",
             "attention", "detection", "loss",
-            "fused_attention", "fused_quant", "control_flow", "sequence", "optional")
+            "fused_attention", "fused_quant", "rnn_quant", "control_flow", "sequence", "optional")
 _loaded = False
 
 

@@ -3,7 +3,7 @@
 trailing inputs."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -94,11 +94,25 @@ def _(n: Node, m: TensorInfo | None, cond: TensorInfo | None, *rest: TensorInfo)
     return types
 
 
+#: runs a body on its inputs (positional) and captured values (by name); returns its outputs. The reference runs
+#: the interpreter; ``compiler/lower.py`` hands the drivers a body compiled once.
+BodyRunner = Callable[[Sequence[Any], dict], list]
+
+
+def interpreted(body: Graph) -> BodyRunner:
+    return lambda inputs, caps: run_subgraph(body, inputs, caps)
+
+
 @loop.reference
 def _(n: Node, m: np.ndarray | None, cond: np.ndarray | None, *rest: Any) -> list[Any]:
+    return run_loop(n, [m, cond, *rest], interpreted(n.attrs["body"]))
+
+
+def run_loop(n: Node, values: Sequence[Any], run_body: BodyRunner) -> list[Any]:
+    """Loop's semantics on the node's input values (captures last), each iteration through ``run_body``."""
     body = n.attrs["body"]
     carried, scans = _loop_counts(n)
-    values = [m, cond, *rest]
+    m, cond = values[0], values[1]
     caps = captured(n, values)["body"]
     v = own_inputs(n, values)[2:]
     trips = None if m is None else int(np.asarray(m).reshape(-1)[0])
@@ -106,7 +120,7 @@ def _(n: Node, m: np.ndarray | None, cond: np.ndarray | None, *rest: Any) -> lis
     parts: list[list[Any]] = [[] for _ in range(scans)]
     i = 0
     while keep and (trips is None or i < trips):
-        outs = run_subgraph(body, [np.array(i, np.int64), np.array(keep), *v], caps)
+        outs = run_body([np.array(i, np.int64), np.array(keep), *v], caps)
         keep = as_bool(outs[0])
         v = outs[1:1 + carried]
         for k in range(scans):
@@ -171,7 +185,8 @@ def _(n: Node, *inputs: TensorInfo) -> list[TensorType]:
     return types
 
 
-def _scan_once(n: Node, own: Sequence[np.ndarray], caps: dict[str, Any], in_axes: list[int]) -> list[np.ndarray]:
+def _scan_once(n: Node, own: Sequence[np.ndarray], caps: dict[str, Any], in_axes: list[int],
+               run_body: BodyRunner) -> list[np.ndarray]:
     body = n.attrs["body"]
     states, m, k, _, in_dirs, out_axes, out_dirs = _scan_attrs(n)
     s = list(own[:states])
@@ -181,7 +196,7 @@ def _scan_once(n: Node, own: Sequence[np.ndarray], caps: dict[str, Any], in_axes
     parts: list[list[np.ndarray]] = [[] for _ in range(k)]
     for t in range(steps):
         slices = [np.take(x, steps - 1 - t if d else t, axis=a) for x, a, d in zip(xs, axes, in_dirs)]
-        outs = run_subgraph(body, [*s, *slices], caps)
+        outs = run_body([*s, *slices], caps)
         s = outs[:states]
         for j in range(k):
             parts[j].append(outs[states + j])
@@ -196,12 +211,18 @@ def _scan_once(n: Node, own: Sequence[np.ndarray], caps: dict[str, Any], in_axes
 
 @scan.reference
 def _(n: Node, *inputs: Any) -> list[np.ndarray]:
+    return run_scan(n, inputs, interpreted(n.attrs["body"]))
+
+
+def run_scan(n: Node, inputs: Sequence[Any], run_body: BodyRunner) -> list[np.ndarray]:
+    """Scan's semantics on the node's input values (captures last), each step through ``run_body``."""
     caps = captured(n, inputs)["body"]
     own = own_inputs(n, inputs)
     states, m, k, in_axes, *_ = _scan_attrs(n)
     if not n.attrs["batched"]:
-        return _scan_once(n, own, caps, in_axes)
-    per = [_scan_once(n, [x[b] for x in own], caps, [0] * m) for b in range(np.asarray(own[0]).shape[0])]
+        return _scan_once(n, own, caps, in_axes, run_body)
+    per = [_scan_once(n, [x[b] for x in own], caps, [0] * m, run_body)
+           for b in range(np.asarray(own[0]).shape[0])]
     return [np.stack([r[j] for r in per]) for j in range(states + k)]
 
 
