@@ -16,10 +16,8 @@ from quantgraph.errors import ShapeError
 from quantgraph.ir import interpreter
 from quantgraph.ir.graph import Graph
 from quantgraph.ir.ops.rnn_quant import dynamic_quantize_u8, int_matmul
-from quantgraph.kernels.epilogue import Epilogue
 from quantgraph.kernels.fp32 import bind_rnn, rnn_f32
 from quantgraph.kernels.fp32.bind_rnn import _pack_s8
-from quantgraph.kernels.gemm_int8 import GemmCall
 from tests.kernels.conftest import ISAS
 
 SEQ, INP, HID = 12, 8, 16
@@ -155,19 +153,36 @@ def test_quantize_u8_is_bit_exact(case: str) -> None:
 
 
 @pytest.mark.parametrize("batch,k", [(1, 16), (3, 16), (3, 13)])
-def test_int8_recurrent_sums_are_exact(batch: int, k: int) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_recurrent_gemm_dequantizes_exact_sums(batch: int, k: int, isa: str) -> None:
+    """The recurrent GEMM's epilogue: float32(exact int32 sum of (q - zp) @ W_q) * (scale * w_scale) + bias +
+    residual, with the per-column terms rewritten in place between calls (two quantizations of different h)."""
+    from quantgraph.ir.node import Node
+
     rng = np.random.default_rng(2)
     w = rng.standard_normal((1, 4 * HID, k)).astype(np.float32)
-    w_q, _ = quantize_rows(w)
-    h = np.tanh(rng.standard_normal((batch, k))).astype(np.float32)
-    q = np.empty(h.shape, np.uint8)
-    _, zp = rnn_f32.quantize_u8(h, q)
+    w_q, w_scale = quantize_rows(w)
+    w_scale = np.ascontiguousarray(w_scale[0], np.float32)
     packed = _pack_s8(w_q[0])
-    acc = np.empty((batch, 4 * HID), np.int32)
-    GemmCall("u8s8", "u8s8s32", q, packed, Epilogue(), acc, None, None)(q, acc)
-    got = np.empty_like(acc)
-    rnn_f32.compensated(acc, zp, packed.col_sum, got)
-    np.testing.assert_array_equal(got, int_matmul(q, zp, w_q[0]))
+    q = np.empty((batch, k), np.uint8)
+    out = np.empty((batch, 4 * HID), np.float32)
+    bias = rng.standard_normal(4 * HID).astype(np.float32)
+    res = rng.standard_normal((batch, 4 * HID)).astype(np.float32)
+    b32, factor = np.zeros(4 * HID, np.int32), np.zeros(4 * HID, np.float32)
+    with config.override(isa=isa):
+        fn, args = bind_rnn._q_gemm(Node("r", "QLSTM", (), ()), q, packed, out, (b32, factor, bias, res))
+        zps = []
+        for shift in (0.0, 0.7):  # the second h has another scale and zero point
+            h = (np.tanh(rng.standard_normal((batch, k))) + shift).astype(np.float32)
+            scale, zp = rnn_f32.quantize_u8_params(h, q, packed.col_sum, w_scale, b32, factor)
+            q_ref, s_ref, zp_ref = dynamic_quantize_u8(h)
+            assert (np.float32(scale), zp) == (s_ref, zp_ref) and np.array_equal(q, q_ref)
+            zps.append(zp)
+            fn(*args)
+            f32 = np.float32
+            want = int_matmul(q, zp, w_q[0]).astype(f32) * (f32(scale) * w_scale) + bias + res
+            np.testing.assert_array_equal(out, want)
+        assert zps[0] != zps[1]
 
 
 REFUSALS = [

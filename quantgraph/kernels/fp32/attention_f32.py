@@ -22,6 +22,7 @@ from quantgraph.ir.graph import Graph
 from quantgraph.ir.node import Node
 from quantgraph.kernels.checks import float32_only
 from quantgraph.kernels.fp32.expf import exp_nonpos_row
+from quantgraph.kernels.intrinsics.scalar_f32 import fmax
 from quantgraph.kernels.registry import Kernel, register
 
 _ROWS = 16                               # rows per parallel work item
@@ -40,7 +41,6 @@ def softmax_scaled(s, mask, has_mask, scale):
         b = t // (heads * nblk)
         h = (t // nblk) % heads
         i0 = (t % nblk) * _ROWS
-        bits = np.empty(kv_len, np.int32)
         for i in range(i0, min(i0 + _ROWS, q_len)):
             row = s[b, h, i]
             if has_mask:
@@ -52,10 +52,10 @@ def softmax_scaled(s, mask, has_mask, scale):
                     row[j] = row[j] * sc
             m = row[0]
             for j in range(1, kv_len):
-                m = max(m, row[j])
+                m = fmax(m, row[j])
             for j in range(kv_len):
                 row[j] = row[j] - m
-            exp_nonpos_row(row, bits, kv_len)
+            exp_nonpos_row(row, kv_len)
             total = np.float32(0.0)
             for j in range(kv_len):
                 total += row[j]

@@ -10,8 +10,12 @@ One driver for all four (:class:`_Layer`), per direction:
   (``rnn_f32.lstm_cell`` / ``gru_cell``) writing h, c and Y[t]. GRU linear_before_reset=0 needs ``(r * h) @ R_h^T``,
   so it runs two GEMMs and two cell calls per step.
 * int8 (QLSTM / QGRU, ``ir/ops/rnn_quant.py`` defines them): the same, with X quantized once per call and h each
-  step (``rnn_f32.quantize_u8``), the u8 x s8 int32 GEMM (``gemm_int8``, weights packed once with zero point 0, so
-  it returns the raw sums), and ``rnn_f32.dequantize_add`` subtracting ``zp * col_sum`` and scaling.
+  step (``rnn_f32.quantize_u8``) and the u8 x s8 GEMM (``gemm_int8``, weights packed once with zero point 0). Its
+  float32 epilogue dequantizes in registers, ``float32(acc - zp * col_sum) * (scale * w_scale) + bias (+ the step's
+  projection rows)``, from two per-column arrays the layer rewrites whenever the GEMM's input is quantized
+  (``rnn_f32.dequant_params``), so the fp32 cell kernels run unchanged. GRU linear_before_reset=0 adds the
+  projection's strided (z, r) / h columns, which an epilogue residual cannot read, so it keeps the int32 sums and
+  dequantizes in its cell (``rnn_f32.gru_cell_q``).
 
 * small layers (R^T <= ``SMALL_BYTES`` as float32, batch <= 8): the chunk's steps run in one serial Numba call
   (``rnn_f32.lstm_small`` / ``gru_small``), where a parallel GEMM launch per step would cost more than the work.
@@ -184,13 +188,13 @@ def _layout_of_scratch(n: Node, packed: dict, x_shape: tuple[int, ...]) -> list[
     ch = _chunk(seq, batch, gh)
     bufs = [("xw", (ch * batch, gh), np.float32), ("gates", (batch, gh), np.float32),
             ("h", (batch, hid), np.float32), ("c", (batch, hid), np.float32), ("z", (batch, hid), np.float32),
-            ("rh", (batch, hid), np.float32), ("ework", (batch, 5 * hid), np.float32),
-            ("bits", (batch, 5 * hid), np.int32)]
+            ("rh", (batch, hid), np.float32)]
     if n.attrs["layout"] and not packed["quant"]:
         bufs.append(("xbuf", (ch * batch, feat), np.float32))
     if packed["quant"]:
-        bufs += [("xq", (ch * batch, feat), np.uint8), ("accx", (ch * batch, gh), np.int32),
-                 ("hq", (batch, hid), np.uint8), ("acc", (batch, gh), np.int32)]
+        bufs += [("xq", (ch * batch, feat), np.uint8), ("hq", (batch, hid), np.uint8)]
+        if packed["kind"] == "gru" and not packed["lbr"]:
+            bufs.append(("acc", (batch, gh), np.int32))
     return bufs
 
 
@@ -231,8 +235,21 @@ def _f32_gemm(n: Node, a: np.ndarray, w: Any, out: np.ndarray, bias: np.ndarray 
     return gemm_f32_packed.bind(a, w, out, bias, z, node=n.name, op=n.op)
 
 
-def _q_gemm(n: Node, a: np.ndarray, w: PackedWeights, out: np.ndarray) -> Step:
-    call = GemmCall("u8s8", "u8s8s32", a, w, Epilogue(), out, n.name, n.op)
+def _q_gemm(n: Node, a: np.ndarray, w: PackedWeights, out: np.ndarray, deq: tuple | None = None) -> Step:
+    """The u8 x s8 GEMM into ``out``: int32 sums, or with ``deq = (b32, factor, bias, residual)`` float32
+    ``float32(acc + b32) * factor (+ bias) (+ residual)`` (bias and residual may be None)."""
+    if deq is None:
+        ep = Epilogue()
+    else:
+        b32, factor, bias, res = deq
+        if res is not None and not res.flags.c_contiguous:  # NOTE: the GEMM would read a copy made here
+            raise AssertionError("the epilogue residual must be C-contiguous")
+        ep = Epilogue(out_dtype="float32", scale=factor, bias=bias, residual=res)
+    call = GemmCall("u8s8", "u8s8s32", a, w, ep, out, n.name, n.op)
+    if deq is not None:
+        # NOTE: the layer's own b32 and factor replace the epilogue's copies: they change with every quantization of
+        # the GEMM's input (dequant_params rewrites them in place); the compiled kernel reads them per call
+        call.ep = (deq[0], deq[1]) + call.ep[2:]
     if call.in_place and a.flags.c_contiguous:
         # NOTE: the kernel reads this A in place (checked once, here), so a step calls the numba dispatcher itself:
         # the per-call checks and the primitive wrapper cost ~5 us a step, as much as a small layer's GEMM. One run
@@ -241,6 +258,11 @@ def _q_gemm(n: Node, a: np.ndarray, w: PackedWeights, out: np.ndarray) -> Step:
         call.fn(*args)
         return (getattr(call.fn, "dispatcher", call.fn), args)
     return (call, (a, out))
+
+
+def _deq_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(b32 int32[n], factor float32[n]): the epilogue terms ``rnn_f32.dequant_params`` writes."""
+    return np.zeros(n, np.int32), np.zeros(n, np.float32)
 
 
 # -- the driver -------------------------------------------------------------------------------------------------
@@ -263,11 +285,15 @@ class _Layer:
         # Y offsets (elements) of step t, direction d, batch row 0; and the stride between batch rows
         self.y_bstride = self.seq * self.nd * h if self.layout else h
         self.chunks = [(t0, min(self.seq, t0 + self.chunk)) for t0 in range(0, self.seq, self.chunk)]
+        # int8: per direction, the epilogue terms (b32, factor) of the projection and of each recurrent GEMM
+        self.xdeq = [_deq_arrays(self.gh) for _ in range(self.nd)] if packed["quant"] else []
+        self.hdeq = [[_deq_arrays(w.n) for w, _ in dr.rec] if packed["quant"] else [] for dr in packed["dirs"]]
         self.proj = [[self._proj_step(d, x, t0, t1) for t0, t1 in self.chunks] for d in range(self.nd)]
         self.rec = [[self._rec_steps(d, s) for s in range(self.chunk)] for d in range(self.nd)]
-        name = self.p["kind"] + ("_q" if self.p["quant"] else "")
+        # the cells read dequantized float32 gates, except GRU linear_before_reset=0's int8 one (see the docstring)
+        name = "gru_q" if self.p["quant"] and self.p["kind"] == "gru" and not self.p["lbr"] else self.p["kind"]
         self.lstm = self.p["kind"] == "lstm"
-        self.h, self.c, self.ework, self.bits = sc["h"], sc["c"], sc["ework"], sc["bits"]
+        self.h, self.c = sc["h"], sc["c"]
         self.small = b <= SMALL_MAX_BATCH and all(dr.small is not None for dr in packed["dirs"])
         self.zero = np.zeros(self.gh, np.float32)
         self.q_dummy = (np.zeros((1, 1), np.uint8), np.zeros(1, np.float32))
@@ -288,10 +314,7 @@ class _Layer:
         xw = sc["xw"][:rows]
         if self.p["quant"]:
             xq = sc["xq"][:rows]
-            acc = sc["accx"][:rows]
-            gemm = _q_gemm(n, xq, dr.wx, acc)
-            return [(self._quantize_x, (t0, t1, xq)), gemm,
-                    (self._dequant, (acc, dr.wx.col_sum, dr.wx_scale, dr.bias_x, xw, "x"))]
+            return [(self._quantize_x, (t0, t1, xq)), _q_gemm(n, xq, dr.wx, xw, (*self.xdeq[d], dr.bias_x, None))]
         if self.layout:
             a = sc["xbuf"][:rows]
             gather = (np.copyto, (a.reshape(t1 - t0, self.batch, self.feat), x[:, t0:t1].transpose(1, 0, 2)))
@@ -302,26 +325,20 @@ class _Layer:
     def _quantize_x(self, t0: int, t1: int, xq: np.ndarray) -> None:
         rnn_f32.quantize_rows_u8(self.x, self.layout, t0, t1, self.xs, self.xzp, xq)
 
-    def _dequant(self, acc: np.ndarray, col_sum: np.ndarray, w_scale: np.ndarray, bias: np.ndarray,
-                 out: np.ndarray, which: str, base: np.ndarray | None = None) -> None:
-        scale, zp = (self.xs, self.xzp) if which == "x" else (self.hs, self.hzp)
-        rnn_f32.dequantize_add(acc, zp, col_sum, scale, w_scale, bias, _EMPTY_F if base is None else base,
-                               base is not None, out)
-
     # -- per-step recurrent GEMM(s): slot s of the chunk buffer holds the step's projection rows
     def _rec_steps(self, d: int, s: int) -> list[_Part]:
         """The parts of one step: each is a GEMM (its steps) and the cell call that reads its result."""
         sc, dr, n, b, h = self.sc, self.p["dirs"][d], self.n, self.batch, self.hid
         xw = sc["xw"][s * b:(s + 1) * b]
         kind, lbr, quant = self.p["kind"], self.p["lbr"], self.p["quant"]
-        gates, acc = sc["gates"], sc["acc"] if quant else None
+        gates, acc = sc["gates"], sc.get("acc")
         if kind == "lstm" or lbr:
             w, bias = dr.rec[0]
             base = xw if kind == "lstm" else None   # GRU lbr=1: the projection stays out of r * (...)
             if quant:
-                zero = np.zeros(self.gh, np.float32) if bias is None else bias
-                return [_Part([(self._quantize_h, (sc["h"],)), _q_gemm(n, sc["hq"], w, acc)], xw, gates, 1,
-                              (acc, w.col_sum, dr.rec_scale[0], zero, base))]
+                b32, factor = self.hdeq[d][0]
+                quantize = (self._quantize_h_deq, (sc["h"], w.col_sum, dr.rec_scale[0], b32, factor))
+                return [_Part([quantize, _q_gemm(n, sc["hq"], w, gates, (b32, factor, bias, base))], xw, gates, 1)]
             return [_Part([_f32_gemm(n, sc["h"], w, gates, bias, base)], xw, gates, 1)]
         # GRU linear_before_reset=0: (z, r) from h, then h's gate from r * h
         (w1, _), (w2, _) = dr.rec
@@ -341,6 +358,10 @@ class _Layer:
     def _quantize_h(self, h: np.ndarray) -> None:
         self.hs, self.hzp = rnn_f32.quantize_u8(h, self.sc["hq"])
 
+    def _quantize_h_deq(self, h: np.ndarray, col_sum: np.ndarray, w_scale: np.ndarray, b32: np.ndarray,
+                        factor: np.ndarray) -> None:
+        rnn_f32.quantize_u8_params(h, self.sc["hq"], col_sum, w_scale, b32, factor)
+
     # -- the time loop
     def run(self, x: np.ndarray, h0: np.ndarray | None, c0: np.ndarray | None) -> None:
         sc, lay = self.sc, self.layout
@@ -349,6 +370,8 @@ class _Layer:
             lo, hi = rnn_f32.range_of(x)
             q0 = np.zeros((1, 2), np.uint8)
             self.xs, self.xzp = rnn_f32.quantize_u8(np.array([[lo, hi]], np.float32), q0)
+            for dr, (b32, factor) in zip(self.p["dirs"], self.xdeq):
+                rnn_f32.dequant_params(self.xs, self.xzp, dr.wx.col_sum, dr.wx_scale, b32, factor)
         for d, reverse in enumerate(self.reverse):
             for buf, init in ((sc["h"], h0), (sc["c"], c0)):
                 if init is None:
@@ -385,8 +408,7 @@ class _Layer:
         if self.p["kind"] == "lstm":
             (rt, cs), = dr.small
             rnn_f32.lstm_small(sc["xw"], t1 - t0, reverse, rt, quant, hq, cs, scales[0], self.zero, sc["h"], sc["c"],
-                               self.yflat, y_off0, y_step, self.y_bstride, has_y, sc["gates"], sc["ework"],
-                               sc["bits"])
+                               self.yflat, y_off0, y_step, self.y_bstride, has_y, sc["gates"])
             return
         lbr = bool(self.p["lbr"])
         (rt1, cs1), (rt2, cs2) = dr.small if not lbr else (dr.small[0], dr.small[0])
@@ -394,7 +416,7 @@ class _Layer:
         rbias = dr.rec[0][1] if lbr else self.zero
         rnn_f32.gru_small(sc["xw"], t1 - t0, reverse, rt1, rt2, lbr, quant, hq, cs1, ws1, cs2, ws2, rbias, self.zero,
                           sc["h"], sc["z"], sc["rh"], self.yflat, y_off0, y_step, self.y_bstride, has_y, sc["gates"],
-                          *self.g12, sc["ework"], sc["bits"])
+                          *self.g12)
 
     def _step(self, parts: list[_Part], y_off: int) -> None:
         sc, yb, yf = self.sc, self.y_bstride, self.yflat
@@ -404,27 +426,23 @@ class _Layer:
                 fn(*args)
             q = part.q
             if self.lstm:
-                if q is None:
-                    self.cells[0](part.rec, self.c, self.h, yf, y_off, yb, has_y, self.ework, self.bits)
-                else:
-                    self.cells[1](q[0], self.hzp, q[1], self.hs, q[2], q[4], part.rec, self.c, self.h, yf, y_off,
-                                  yb, has_y, self.ework, self.bits)
+                self.cells[1](part.rec, self.c, self.h, yf, y_off, yb, has_y)
                 continue
             write = has_y and part.mode != 2
             if q is None:
-                self.cells[0](part.xw, part.rec, sc["h"], sc["z"], sc["rh"], yf, y_off, yb, write, part.mode,
-                              sc["ework"], sc["bits"])
+                self.cells[0](part.xw, part.rec, sc["h"], sc["z"], sc["rh"], yf, y_off, yb, write, part.mode)
             else:
                 base = q[4]
                 self.cells[1](q[0], self.hzp, q[1], self.hs, q[2], q[3], _EMPTY_F if base is None else base,
                               base is not None, part.xw, part.rec, sc["h"], sc["z"], sc["rh"], yf, y_off, yb, write,
-                              part.mode, sc["ework"], sc["bits"])
+                              part.mode)
 
 
 @dataclass
 class _Part:
     """One GEMM of a step and what its cell call reads: ``xw`` the step's projection rows, ``rec`` the GEMM's
-    output; int8: ``q`` = (int32 sums, col_sum, R scales, bias, base or None) for the dequantization."""
+    output; int8 GRU linear_before_reset=0: ``q`` = (int32 sums, col_sum, R scales, bias, base or None) for the
+    dequantization in the cell."""
 
     gemm: list[Step]
     xw: np.ndarray

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from quantgraph.ir.ops.activation import ACTIVATIONS
-from quantgraph.kernels.fp32.expf import exp_nonpos_row
+from quantgraph.kernels.fp32.expf import exp_nonpos
 
 #: activation name -> the code the kernels branch on (the activation table, quantgraph/ir/ops/activation.py)
 ACT_CODES = {a.name: a.code for a in ACTIVATIONS.values()}
@@ -46,16 +46,11 @@ def _erf(x):
 def _sigmoid_row(r, silu):
     """r = sigmoid(r) (or r * sigmoid(r)) in place, vectorised: e = exp(-|v|) <= 1 never overflows, and
     sigmoid(v) = 1 / (1 + e) for v >= 0, e / (1 + e) below."""
-    n = r.shape[0]
-    e = np.empty(n, np.float32)
-    bits = np.empty(n, np.int32)
-    for j in range(n):
-        e[j] = -abs(r[j])
-    exp_nonpos_row(e, bits, n)
-    for j in range(n):
+    for j in range(r.shape[0]):
         v = r[j]
-        inv = np.float32(1.0) / (np.float32(1.0) + e[j])
-        s = inv if v >= np.float32(0.0) else e[j] * inv
+        e = exp_nonpos(-abs(v))
+        inv = np.float32(1.0) / (np.float32(1.0) + e)
+        s = inv if v >= np.float32(0.0) else e * inv
         r[j] = v * s if silu else s
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from quantgraph.kernels.fp32.expf import exp_nonpos_row
+from quantgraph.kernels.intrinsics.scalar_f32 import fmax
 
 
 @njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
@@ -14,15 +15,14 @@ def softmax_rows(x, y):
     """y[i] = softmax(x[i]) over a (rows, n) array; x and y may be the same."""
     rows, n = x.shape
     for i in prange(rows):
-        bits = np.empty(n, np.int32)
         xr = x[i]
         yr = y[i]
         m = xr[0]
         for j in range(1, n):
-            m = max(m, xr[j])
+            m = fmax(m, xr[j])
         for j in range(n):
             yr[j] = xr[j] - m
-        exp_nonpos_row(yr, bits, n)
+        exp_nonpos_row(yr, n)
         s = np.float32(0.0)
         for j in range(n):
             s += yr[j]
