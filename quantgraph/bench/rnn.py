@@ -13,6 +13,7 @@ of threads (default 2); times are medians; ``sqnr`` compares each int8 Y with qu
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -148,6 +149,10 @@ def main(argv: list[str]) -> int:
                 ms["ort_int8"] = 1e3 * median_seconds(lambda: s8.run(None, feeds), args.runs, budget)
                 if not any(o.startswith("DynamicQuantize") for o in ops):
                     notes.append(f"ort int8 graph is {'/'.join(ops)} (float)")
+                # NOTE: drop the sessions now: their spinning pool threads slowed the next case's quantgraph runs
+                # (tiny LSTM 0.3 -> 4-8 ms after the small cases)
+                del s32, s8
+                gc.collect()
             row.update({k: round(v, 2) for k, v in ms.items()})
             if "ort_fp32" in ms:
                 row["fp32_ort_over_qg"] = round(ms["ort_fp32"] / ms["qg_fp32"], 2)

@@ -6,7 +6,8 @@ One driver for all four (:class:`_Layer`), per direction:
   GEMM efficiency without a (seq, batch, gates*hidden) buffer: 540 MB for DeepSpeech2's first layer), into planned
   scratch; the biases are folded into it (Wb + Rb; GRU linear_before_reset=1 keeps Rb_h apart, it is scaled by r);
 * per step, ``h @ R^T`` with R packed once at lowering, the GEMM adding the step's projection rows as its residual
-  (packed fp32 GEMM, both threads splitting N; numpy/OpenBLAS on the portable rung), then one fused cell kernel
+  (packed fp32 GEMM, both threads splitting N, R packed thin for a batch of 8-12; numpy/OpenBLAS on the portable
+  rung), then one fused cell kernel
   (``rnn_f32.lstm_cell`` / ``gru_cell``) writing h, c and Y[t]. GRU linear_before_reset=0 needs ``(r * h) @ R_h^T``,
   so it runs two GEMMs and two cell calls per step.
 * int8 (QLSTM / QGRU, ``ir/ops/rnn_quant.py`` defines them): the same, with X quantized once per call and h each
@@ -117,11 +118,12 @@ class _Dir:
     small: list[tuple[np.ndarray, np.ndarray]] | None = None   # dense R^T float32 and its column sums, per GEMM
 
 
-def _pack_f32(b_kn: np.ndarray) -> Any:
-    """Packed for the fp32 GEMM of the rung in force, or the dense (K, N) copy numpy multiplies by."""
+def _pack_f32(b_kn: np.ndarray, rows: int | None = None) -> Any:
+    """Packed for the fp32 GEMM of the rung in force (thin panels when ``gemm_f32_packed.thin_for(rows)``: the
+    recurrent GEMM of a batch of 8-12), or the dense (K, N) copy numpy multiplies by."""
     if gemm_f32_packed.select() is None:
         return np.ascontiguousarray(b_kn, np.float32)
-    return gemm_f32_packed.pack_b(np.ascontiguousarray(b_kn, np.float32))
+    return gemm_f32_packed.pack_b(np.ascontiguousarray(b_kn, np.float32), thin=gemm_f32_packed.thin_for(rows))
 
 
 def _pack_s8(w_nk: np.ndarray) -> PackedWeights:
@@ -145,6 +147,8 @@ def _prepack(n: Node, g: Graph) -> dict:
     gh = GATES[qop] * hid
     lbr = int(n.attrs.get("linear_before_reset", 0))
     bias_x, rb_h = folded_bias(qop, b, gh, lbr)
+    x_shape = g.tensors[n.inputs[0]].shape
+    batch = x_shape[0 if n.attrs["layout"] else 1] if x_shape is not None and len(x_shape) == 3 else None
     dirs = []
     for d in range(r.shape[0]):
         bx = np.ascontiguousarray(bias_x[min(d, len(bias_x) - 1)], np.float32)
@@ -164,7 +168,7 @@ def _prepack(n: Node, g: Graph) -> dict:
             dirs.append(_Dir(_pack_s8(w[d]), bx, rec, np.ascontiguousarray(ws),
                              [np.ascontiguousarray(rs[p]) for p in parts], small))
         else:
-            rec = [(_pack_f32(r[d][p].T), rbias) for p in parts]
+            rec = [(_pack_f32(r[d][p].T, batch), rbias) for p in parts]
             dirs.append(_Dir(_pack_f32(w[d].T), bx, rec, small=small))
     return {"dirs": dirs, "hidden": hid, "gates": gh, "lbr": lbr, "quant": quant,
             "kind": "lstm" if qop == "QLSTM" else "gru"}

@@ -10,6 +10,9 @@ Layout and blocking (Goto-style, A not packed):
 * Drivers: ``kernels/jit/f32_gemm.py`` (GEMM and NHWC conv with im2col inside the tasks, fused epilogue, ``prange``
   over tasks), one generated copy per ISA through ``cache.load_template``, so the Numba caches of the ISAs are
   separate files.
+* Thin GEMMs (:func:`thin_for`: 8-12 rows of A, a small batch's recurrent ``h @ R^T``): ``pack_b(b, thin=True)``
+  packs 16-column panels and :func:`bind` runs ``_thin_driver`` (12-row tiles over the whole K, prefetching B), AVX-512
+  only; the same bits as the regular packing.
 * One generator, one table of ISAs (:data:`FMA_ISAS`): the ISA sets the vector width and the blocking. ``avx512``:
   zmm, a 6x64 tile (24 of the 32 registers accumulate), KC 128. ``avx2``: ymm, a 6x16 tile (12 of the 16
   registers accumulate, 2 hold the B row, 1 the broadcast), KC 256.
@@ -53,6 +56,12 @@ class FmaIsa:
     mr: int                      # rows of the main register tile
     nr: int                      # columns per packed panel / tile (a multiple of the lanes)
     kc: int                      # K block: the B micro-panel kc x nr floats stays in L1
+    pf: int = 0                  # bytes ahead in B the first row tile prefetches (panel-major tasks; 0: none)
+    thin: tuple[int, int, int] = (0, 0, 0)  # thin GEMM (:func:`thin_for`): tile rows, panel width, prefetch bytes
+
+    @property
+    def thin_nr(self) -> int:
+        return self.thin[1]
 
     @property
     def lanes(self) -> int:
@@ -65,7 +74,7 @@ class FmaIsa:
 
 # NOTE: best first. Blocking measured on ResNet-50 / BERT shapes (README, "fp32 on the AVX2 rung").
 FMA_ISAS: dict[str, FmaIsa] = {
-    "avx512": FmaIsa("avx512", ("avx512f",), 6, 64, 128),
+    "avx512": FmaIsa("avx512", ("avx512f",), 6, 64, 128, 2048, (12, 16, 4096)),
     "avx2": FmaIsa("avx2", ("avx2", "fma"), 6, 16, 256),
 }
 
@@ -132,13 +141,16 @@ def drivers(isa: FmaIsa | str) -> ModuleType:
     """The generated driver module (``jit/f32_gemm.py``) of ``isa``: ``_gemm_driver``, ``_conv_driver``."""
     isa = _isa(isa)
     return cache.load_template("f32_gemm", {"ISA": isa.name, "LANES": isa.lanes, "MR": isa.mr, "NR": isa.nr,
-                                            "KC": isa.kc, "ACT_DIGEST": _act_digest()})
+                                            "KC": isa.kc, "PF": isa.pf,
+                                            "THIN_MR": isa.thin[0] or 1, "THIN_NR": isa.thin[1] or isa.nr,
+                                            "THIN_PF": isa.thin[2], "ACT_DIGEST": _act_digest()})
 
 
 # -- Python API -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PackedB:
-    """B[K, N] packed for the kernel of ``isa``: ``data`` is float32 ``[ceil(N/nr)][K][nr]``, zero-padded in N."""
+    """B[K, N] packed for the kernel of ``isa``: ``data`` is float32 ``[ceil(N/nr)][K][nr]``, zero-padded in N;
+    ``thin``: the narrow panels of the thin GEMM (few rows of A)."""
 
     data: np.ndarray
     k: int
@@ -146,26 +158,44 @@ class PackedB:
     isa: str
     nr: int
     layout: str = "f32_kn_panels"
+    thin: bool = False
 
     @property
     def panels(self) -> int:
         return (self.n + self.nr - 1) // self.nr
 
 
-def pack_b(b: np.ndarray, isa: FmaIsa | str | None = None) -> PackedB:
+#: rows of A for which :func:`thin_for` picks the thin GEMM. NOTE: measured on Sapphire Rapids (2 cores), K=1760
+#: (a DeepSpeech2 LSTM/GRU step's ``h @ R^T``, R streamed from L3 every step): N=5280 12 rows 1.07 vs 1.21 ms, 8 rows
+#: (N=7040) 1.08 vs 1.26. 16 rows (12 + 4) are level; below 8 the narrow tiles have too few accumulator chains to
+#: hide the FMA latency once B is in cache (batch 1, hidden 256: 2.3x slower per step), so neither is taken
+THIN_ROWS = (8, 12)
+
+
+def thin_for(m: int | None, isa: FmaIsa | str | None = None) -> bool:
+    """Whether a GEMM with ``m`` rows of A (None: unknown) should pack B for the thin kernel: few rows, so B's
+    streaming bounds the time and 12-row tiles over narrow panels, read once in order, use it best."""
+    isa = _isa(isa)
+    return bool(isa.thin_nr) and isinstance(m, int) and THIN_ROWS[0] <= m <= THIN_ROWS[1]
+
+
+def pack_b(b: np.ndarray, isa: FmaIsa | str | None = None, thin: bool = False) -> PackedB:
     """Pack a constant B[K, N] once (lowering time) into ``[npan][K][NR]`` panels for ``isa`` (default:
-    :func:`select`; ``KernelError`` when the rung in force has no packed kernel)."""
+    :func:`select`; ``KernelError`` when the rung in force has no packed kernel). ``thin``: panels of the ISA's
+    ``thin_nr`` columns for the thin GEMM (see :func:`thin_for`); any number of rows still runs on them."""
     isa = _isa(isa)
     b = np.asarray(b)
     if b.ndim != 2:
         raise KernelError(f"{isa.kernel}: B has shape {b.shape}; expected 2-D (K, N)")
+    if thin and not isa.thin_nr:
+        raise KernelError(f"{isa.kernel}: no thin GEMM on this ISA; pack with thin=False")
     k, n = b.shape
-    nr = isa.nr
+    nr = isa.thin_nr if thin else isa.nr
     npan = (n + nr - 1) // nr
     buf = np.zeros((k, npan * nr), np.float32)
     buf[:, :n] = b
     data = np.ascontiguousarray(buf.reshape(k, npan, nr).transpose(1, 0, 2)).reshape(-1)
-    return PackedB(data, k, n, isa.name, nr)
+    return PackedB(data, k, n, isa.name, nr, "f32_kn_thin" if thin else "f32_kn_panels", thin)
 
 
 def blocking(m: int, n: int, k: int, isa: FmaIsa | str) -> tuple[int, int, int]:
@@ -210,9 +240,11 @@ def bind(a: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | None = 
                     f"(layout 'f32_kn_panels')", node, op)
     isa = FMA_ISAS[packed.isa]
     kname = isa.kernel
-    if packed.nr != isa.nr or packed.data.dtype != np.float32 or packed.data.size != packed.panels * packed.k * isa.nr:
+    nr = isa.thin_nr if packed.thin else isa.nr
+    if not nr or packed.nr != nr or packed.data.dtype != np.float32 \
+            or packed.data.size != packed.panels * packed.k * nr:
         raise _fail(f"kernel '{kname}': packed B has layout nr={packed.nr}, {packed.data.size} {packed.data.dtype}; "
-                    f"expected nr={isa.nr}, {packed.panels * packed.k * isa.nr} float32", node, op)
+                    f"expected nr={nr}, {packed.panels * packed.k * nr} float32", node, op)
     if not _runnable(isa):  # e.g. a model compiled on a bigger host: refuse rather than die on an illegal instruction
         missing = sorted(f for f in isa.requires if not target.has(f))
         raise _fail(f"kernel '{kname}' needs CPU features {missing} this host lacks", node, op)
@@ -239,14 +271,16 @@ def bind(a: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | None = 
             raise _fail(f"kernel '{kname}': bias is {bias.dtype} of {bias.size} values; expected {packed.n} float32",
                         node, op)
         bias = np.ascontiguousarray(bias.reshape(-1))
-    mc, pg, nmc = blocking(m, packed.n, k, isa)
     args = (a, packed.data, k, packed.n, out, _EMPTY1 if bias is None else bias, bias is not None,
-            _EMPTY2 if z is None else z, z is not None, int(act), float(alpha), float(beta), mc, pg, nmc)
+            _EMPTY2 if z is None else z, z is not None, int(act), float(alpha), float(beta))
     if m == 0:
         return (_nothing, ())
     if k == 0:
         return (_zero_then, (out, args))
-    return (drivers(isa)._gemm_driver, args)
+    if packed.thin:
+        # NOTE: at least 8 tasks, as blocking() makes: prange deals them out in contiguous halves
+        return (drivers(isa)._thin_driver, args + (max(1, -(-packed.panels // 8)),))
+    return (drivers(isa)._gemm_driver, args + blocking(m, packed.n, k, isa))
 
 
 def conv_fusable(m: int, n: int, k: int, cg: int, isa: FmaIsa | str) -> bool:
@@ -272,6 +306,9 @@ def bind_conv(x: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | No
         raise _fail(f"kernel '{kname}': conv input must be a 4-D float32 NHWC array", node, op)
     if x.shape[3] > 1 and x.strides[3] != 4:
         raise _fail(f"kernel '{kname}': conv input has strides {x.strides}; expected unit channel stride", node, op)
+    if isinstance(packed, PackedB) and packed.thin:
+        raise _fail(f"kernel '{kname}': the conv driver reads B in {FMA_ISAS[packed.isa].nr}-column panels; "
+                    f"this B is packed thin (nr={packed.nr})", node, op)
     n_img = x.shape[0]
     k = kh * kw * x.shape[3]
     # reuse bind's checks with a stand-in A of the im2col shape (never read)

@@ -12,6 +12,11 @@ own file and the constants fold away. Shapes are run-time arguments: one compile
   the accumulators on the last K block, before the store (``EPI_*`` flags), so C is written once; other
   activations (``eltwise_f32.act_row``) and the N-tail panel get it in a post-pass over the task's block while it
   is hot. Both do (acc + bias) + z, then the activation, in float32, so the results are the same bits either way.
+  A task whose rows x K is at most ``PANEL_MAJOR_A`` floats (A sits in L2 anyway) takes its panels one by one
+  instead, K blocks inside, so it reads B as one forward stream that the first row tile prefetches ``PF`` bytes ahead.
+* :func:`_thin_driver`: B packed in ``THIN_NR``-column panels (``pack_b(thin=True)``), tasks of whole panels, every
+  row of A per panel in ``THIN_MR``-row tiles that run the whole K with their accumulators in registers and prefetch
+  B ``THIN_PF`` bytes ahead: the recurrent GEMMs of small batches, where streaming B from L3 sets the time.
 * :func:`_conv_driver`: the same tasks over an NHWC convolution, each task gathering its rows' im2col block per K
   block right before the microkernels consume it.
 
@@ -31,10 +36,21 @@ LANES = 16  # floats per vector register
 MR = 6  # rows of the main tile
 NR = 64  # columns per packed panel / tile
 KC = 128  # K block: the B micro-panel KC x NR stays in L1
+PF = 2048  # bytes ahead in B the first row tile prefetches on the panel-major path (0: none)
+THIN_MR = 12  # thin GEMMs (few rows, B packed in THIN_NR-column panels): rows of the main tile
+THIN_NR = 16
+THIN_PF = 4096  # bytes ahead in B every thin tile prefetches
 ACT_DIGEST = ""  # sha256 of eltwise_f32.py: act_row is compiled into this module's cache, which cannot see it change
 # --- END PARAMS ---
 
 _T_MAIN = tile_kernel(ISA, MR, NR)
+_T_PF = tile_kernel(ISA, MR, NR, None, PF)
+# thin GEMMs: every tile runs the whole K with its accumulators in registers and prefetches the B stream
+_TT_MAIN = tile_kernel(ISA, THIN_MR, THIN_NR, None, THIN_PF)
+_TT8 = tile_kernel(ISA, 8, THIN_NR, None, THIN_PF)
+_TT4 = tile_kernel(ISA, 4, THIN_NR, None, THIN_PF)
+_TT2 = tile_kernel(ISA, 2, THIN_NR, None, THIN_PF)
+_TT1 = tile_kernel(ISA, 1, THIN_NR, None, THIN_PF)
 # M tail: shorter tiles, largest first (only those below MR are ever called; the MR > t tests fold away)
 _T8 = tile_kernel(ISA, 8, NR)
 _T4 = tile_kernel(ISA, 4, NR)
@@ -43,10 +59,14 @@ _T1 = tile_kernel(ISA, 1, NR)
 
 
 @njit(error_model="numpy", nogil=True, cache=True, inline="always")
-def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z, z_off, ldz, epi, lo, hi):
+def _rows(a, a_off, lda, rows, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z, z_off, ldz, epi, lo, hi, pf):
     """``rows`` rows of A times one B micro-panel into C: main tiles, then the 8/4/2/1 tail; ``epi`` != 0 applies
-    the in-register epilogue (bias[col0:], z rows from ``z_off``)."""
+    the in-register epilogue (bias[col0:], z rows from ``z_off``); with ``pf`` the first main tile prefetches B
+    ``PF`` bytes ahead (the panel-major order reads B as one stream)."""
     r = 0
+    if PF and pf and MR <= rows:
+        _T_PF(a, a_off, lda, bp, b_off, kc, c, c_off, ldc, accf, bias, col0, z, z_off, ldz, epi, lo, hi)
+        r = MR
     while r + MR <= rows:
         _T_MAIN(a, a_off + r * lda, lda, bp, b_off, kc, c, c_off + r * ldc, ldc, accf, bias, col0, z,
                 z_off + r * ldz, ldz, epi, lo, hi)
@@ -96,21 +116,21 @@ def _chunk(ci, nmc, m):
 
 
 @njit(error_model="numpy", nogil=True, cache=True, inline="always")
-def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused):
+def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused, nr):
     """Copy the N-tail panel out of ``tail`` and run the epilogue over the task's block; with ``fused`` the full
-    panels already had it in the microkernel, so only the tail panel's columns get it here."""
-    c0 = p0 * NR
-    c1 = min(p1 * NR, n)
-    has_tail = c1 - c0 < p1 * NR - c0
+    panels already had it in the microkernel, so only the tail panel's columns get it here. ``nr``: panel width."""
+    c0 = p0 * nr
+    c1 = min(p1 * nr, n)
+    has_tail = c1 - c0 < p1 * nr - c0
     if has_tail:  # copy the valid columns of the tail panel
-        tc = (p1 - 1) * NR
+        tc = (p1 - 1) * nr
         for i in range(rows):
             for j in range(n - tc):
-                out[r0 + i, tc + j] = tail[i * NR + j]
+                out[r0 + i, tc + j] = tail[i * nr + j]
     if fused:
         if not has_tail:
             return
-        c0 = (p1 - 1) * NR
+        c0 = (p1 - 1) * nr
     if has_bias or has_z or act != 0:
         for i in range(rows):
             row = out[r0 + i, c0:c1]
@@ -123,20 +143,40 @@ def _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha
             act_row(row, act, alpha, beta)
 
 
+#: rows x K (floats) up to which a task runs panel-major: A (at most 256 KB) stays in L2 while B streams
+PANEL_MAJOR_A = 65536
+
+
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
+def _panel_block(a, r0, lda, rows, bp, k, n, p, k0, out, ldo, tail, bias, z, ldz, efl, lo, hi, pf):
+    """The task's rows times K block ``k0`` of panel ``p`` (the N-tail panel into ``tail``)."""
+    kc = min(KC, k - k0)
+    accf = 1 if k0 > 0 else 0
+    epi = efl if k0 + kc == k else 0
+    col0 = p * NR
+    b_off = p * k * NR + k0 * NR
+    if col0 + NR <= n:
+        _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf, bias, col0, z,
+              r0 * ldz + col0, ldz, epi, lo, hi, pf)
+    else:
+        _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi, pf)
+
+
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
+def _setup(a, out, z, has_bias, has_z, act, alpha, beta):
+    """(lda, ldo, ldz, microkernel epilogue flags, whether they carry the whole epilogue, lo, hi) of a GEMM call."""
+    efl = _epi_flags(has_bias, has_z, act)
+    fused = efl >= 0
+    return (a.strides[0] // 4, out.strides[0] // 4, z.strides[0] // 4, efl if fused else 0, fused, np.float32(alpha),
+            np.float32(beta))
+
+
 @njit(error_model="numpy", nogil=True, cache=True, parallel=True)
 def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, mc, pg, nmc):
     """out[:m, :n] = act(a @ B + bias + z); ``bp`` is B packed ``[npan][k][NR]``; tasks (nmc row chunks of at most
     ``mc`` rows) x (pg panels)."""
     m = a.shape[0]
-    lda = a.strides[0] // 4
-    ldo = out.strides[0] // 4
-    ldz = z.strides[0] // 4
-    efl = _epi_flags(has_bias, has_z, act)
-    fused = efl >= 0
-    if not fused:
-        efl = 0
-    lo = np.float32(alpha)
-    hi = np.float32(beta)
+    lda, ldo, ldz, efl, fused, lo, hi = _setup(a, out, z, has_bias, has_z, act, alpha, beta)
     npan = (n + NR - 1) // NR
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
@@ -147,19 +187,63 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
         rows = r1 - r0
         # N-tail panel: computed into a scratch tile block (ldc = NR), copied out after the last K block
         tail = np.zeros(mc * NR, np.float32)
-        for k0 in range(0, k, KC):
-            kc = min(KC, k - k0)
-            accf = 1 if k0 > 0 else 0
-            epi = efl if k0 + kc == k else 0
+        if rows * k <= PANEL_MAJOR_A:
+            # few rows: A stays in L2 anyway, so take the panels one by one (K blocks inside): the task reads its B
+            # as one contiguous stream (the layout is [panel][K][NR]), which the prefetch keeps ahead of
             for p in range(p0, p1):
-                col0 = p * NR
-                b_off = p * k * NR + k0 * NR
-                if col0 + NR <= n:
-                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf,
-                          bias, col0, z, r0 * ldz + col0, ldz, epi, lo, hi)
-                else:
-                    _rows(a, r0 * lda + k0, lda, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi)
-        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused)
+                for k0 in range(0, k, KC):
+                    _panel_block(a, r0, lda, rows, bp, k, n, p, k0, out, ldo, tail, bias, z, ldz, efl, lo, hi, True)
+        else:
+            for k0 in range(0, k, KC):
+                for p in range(p0, p1):
+                    _panel_block(a, r0, lda, rows, bp, k, n, p, k0, out, ldo, tail, bias, z, ldz, efl, lo, hi, False)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused, NR)
+
+
+@njit(error_model="numpy", nogil=True, cache=True, inline="always")
+def _thin_rows(a, lda, rows, bp, b_off, k, c, c_off, ldc, bias, col0, z, z_off, ldz, epi, lo, hi):
+    """All ``rows`` rows of A times one whole thin panel (K x THIN_NR) into C: main tiles, then the 8/4/2/1 tail."""
+    r = 0
+    while r + THIN_MR <= rows:
+        _TT_MAIN(a, r * lda, lda, bp, b_off, k, c, c_off + r * ldc, ldc, 0, bias, col0, z, z_off + r * ldz, ldz, epi,
+                 lo, hi)
+        r += THIN_MR
+    if THIN_MR > 8 and r + 8 <= rows:
+        _TT8(a, r * lda, lda, bp, b_off, k, c, c_off + r * ldc, ldc, 0, bias, col0, z, z_off + r * ldz, ldz, epi, lo,
+             hi)
+        r += 8
+    if THIN_MR > 4 and r + 4 <= rows:
+        _TT4(a, r * lda, lda, bp, b_off, k, c, c_off + r * ldc, ldc, 0, bias, col0, z, z_off + r * ldz, ldz, epi, lo,
+             hi)
+        r += 4
+    if THIN_MR > 2 and r + 2 <= rows:
+        _TT2(a, r * lda, lda, bp, b_off, k, c, c_off + r * ldc, ldc, 0, bias, col0, z, z_off + r * ldz, ldz, epi, lo,
+             hi)
+        r += 2
+    if r < rows:
+        _TT1(a, r * lda, lda, bp, b_off, k, c, c_off + r * ldc, ldc, 0, bias, col0, z, z_off + r * ldz, ldz, epi, lo,
+             hi)
+
+
+@njit(error_model="numpy", nogil=True, cache=True, parallel=True)
+def _thin_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, pg):
+    """out = act(a @ B + bias + z) for few rows, ``bp`` packed ``[npan][k][THIN_NR]``: tasks of ``pg`` panels, each
+    panel once, all rows and the whole K per tile call, so B streams once from L3/memory, in order."""
+    m = a.shape[0]
+    lda, ldo, ldz, efl, fused, lo, hi = _setup(a, out, z, has_bias, has_z, act, alpha, beta)
+    npan = (n + THIN_NR - 1) // THIN_NR
+    npg = (npan + pg - 1) // pg
+    for t in prange(npg):
+        p0 = t * pg
+        p1 = min(p0 + pg, npan)
+        tail = np.zeros(m * THIN_NR, np.float32)
+        for p in range(p0, p1):
+            col0 = p * THIN_NR
+            if col0 + THIN_NR <= n:
+                _thin_rows(a, lda, m, bp, p * k * THIN_NR, k, out, col0, ldo, bias, col0, z, col0, ldz, efl, lo, hi)
+            else:
+                _thin_rows(a, lda, m, bp, p * k * THIN_NR, k, tail, 0, THIN_NR, bias, 0, z, 0, 0, 0, lo, hi)
+        _finish(out, 0, m, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused, THIN_NR)
 
 
 @njit(error_model="numpy", nogil=True, cache=True, inline="always")
@@ -292,7 +376,7 @@ def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
                 b_off = p * k * NR + k0 * NR
                 if col0 + NR <= n:
                     _rows(buf, 0, KC, rows, bp, b_off, kc, out, r0 * ldo + col0, ldo, accf,
-                          bias, col0, z, r0 * ldz + col0, ldz, epi, lo, hi)
+                          bias, col0, z, r0 * ldz + col0, ldz, epi, lo, hi, False)
                 else:
-                    _rows(buf, 0, KC, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi)
-        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused)
+                    _rows(buf, 0, KC, rows, bp, b_off, kc, tail, 0, NR, accf, bias, 0, z, 0, 0, 0, lo, hi, False)
+        _finish(out, r0, rows, p0, p1, n, tail, bias, has_bias, z, has_z, act, alpha, beta, fused, NR)

@@ -125,6 +125,42 @@ def test_in_kernel_epilogue_is_bit_identical_to_post_pass(fma, threads, m, k, n,
         assert np.array_equal(got, want), float(np.max(np.abs(got - want)))
 
 
+THIN_SHAPES = [(1, 1, 1), (1, 37, 300), (3, 1, 9), (5, 33, 17), (12, 200, 96), (12, 129, 100), (13, 100, 40),
+               (20, 64, 48), (30, 20, 100)]
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "clip", "sigmoid"])
+@pytest.mark.parametrize("m,k,n", THIN_SHAPES)
+def test_thin_gemm_gives_the_bits_of_the_regular_one(fma, threads, m, k, n, act) -> None:
+    """B packed thin (narrow panels, whole-K tiles, the recurrent GEMMs of small batches): for any rows (past the
+    12-row tile, the 8/4/2/1 tails, the N-tail panel) and every epilogue, the very bits of the regular packing, for
+    one and two threads; and close to float64."""
+    if not fma.thin_nr:
+        with pytest.raises(KernelError, match="no thin GEMM"):
+            G.pack_b(_r(k, n), thin=True)
+        assert not G.thin_for(m)
+        return
+    a, b, bias, z = _r(m, k), _r(k, n), _r(n), _r(m, n)
+    alpha, beta = PARAMS.get(act, (0.0, 0.0))
+    thin = G.pack_b(b, thin=True)
+    assert thin.thin and thin.nr == fma.thin_nr and thin.data.size == thin.panels * k * fma.thin_nr
+    assert G.thin_for(m) == (G.THIN_ROWS[0] <= m <= G.THIN_ROWS[1]) and not G.thin_for(None)
+    np.testing.assert_array_equal(G.unpack_b(thin), b)
+    want = G.gemm(a, G.pack_b(b), bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)
+    for got in threads(lambda: G.gemm(a, thin, bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)):
+        assert np.array_equal(got, want), float(np.max(np.abs(got - want)))
+    _assert_close(G.gemm(a, thin), a, b)
+
+
+def test_thin_packing_is_refused_by_the_conv_driver(fma) -> None:
+    if not fma.thin_nr:
+        pytest.skip(f"{fma.name} has no thin GEMM")
+    x, packed = _r(1, 5, 5, 8), G.pack_b(_r(72, 16), thin=True)
+    with pytest.raises(KernelError, match="packed thin"):
+        G.bind_conv(x, packed, np.zeros((9, 16), np.float32), None, None, 0, 0.0, 0.0, 3, 3, 3, 3,
+                    (1, 1, 1, 1, 0, 0))
+
+
 def test_results_identical_for_one_and_two_threads(fma, threads) -> None:
     a, b = _r(203, 700), _r(700, 190)
     p = G.pack_b(b)
