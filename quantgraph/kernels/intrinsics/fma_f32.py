@@ -6,8 +6,8 @@ vector accumulators) as one internal ``alwaysinline`` function per (isa, rows, c
 ``llvm.fma.v<lanes>f32``, the K loop unrolled ``UNROLL`` times; on the last K block an optional epilogue (bias,
 residual, ReLU or clip) runs on the accumulators before the store. The ISA only sets the vector type (``LANES``),
 so the intrinsic names (``llvm.fma.v16f32`` / ``llvm.fma.v8f32``) and the function names differ per ISA while the
-arithmetic (one FMA per product, in k order) is the same: every ISA gives the same bits. Variants: ``ldb`` (B rows
-further apart than NR) and ``prefetch`` (per k, ``llvm.prefetch`` of the B row that many bytes ahead, into L1).
+arithmetic (one FMA per product, in k order) is the same: every ISA gives the same bits. ``prefetch`` variants issue,
+per k, ``llvm.prefetch`` (into L1) of the B row that many bytes ahead.
 """
 from __future__ import annotations
 
@@ -22,21 +22,17 @@ UNROLL = 4  # K steps per main-loop iteration
 EPI_BIAS, EPI_Z, EPI_RELU, EPI_CLIP = 1, 2, 4, 8
 
 
-def build_tile_function(module: ir.Module, isa: str, mr: int, nr: int, ldb: int | None = None,
-                        prefetch: int = 0) -> ir.Function:
+def build_tile_function(module: ir.Module, isa: str, mr: int, nr: int, prefetch: int = 0) -> ir.Function:
     """Emit (once per module) ``void tile(float* a, i64 lda, float* b, i64 kc, float* c, i64 ldc, i64 acc,
     float* bias, float* z, i64 ldz, i64 epi, float lo, float hi)``.
 
-    ``c[r*ldc + j] (+)= sum_k a[r*lda + k] * b[k*ldb + j]`` for r < mr, j < nr (``ldb`` defaults to ``nr``: a whole
-    packed panel; a larger ``ldb`` reads a column slice of wider panels); with ``acc == 0`` C is overwritten,
+    ``c[r*ldc + j] (+)= sum_k a[r*lda + k] * b[k*nr + j]`` for r < mr, j < nr; with ``acc == 0`` C is overwritten,
     otherwise added to (K blocks after the first). Strides are in floats. Accumulators are allocas that SROA
     promotes to registers. ``epi`` (bit flags ``EPI_*``, nonzero only on the last K block) applies the epilogue
     to the accumulators before the store, in the post-pass order: ``+ bias[j]`` (one vector load per vector of
     columns), ``+ z[r*ldz + j]``, then ReLU (``maxnum`` with 0) or clip (``maxnum`` lo, ``minnum`` hi).
     """
-    ldb = nr if ldb is None else ldb
-    name = (f"quantgraph.tile.f32.{isa}.{mr}x{nr}" + ("" if ldb == nr else f".ldb{ldb}")
-            + (f".pf{prefetch}" if prefetch else "") + ".epi")
+    name = f"quantgraph.tile.f32.{isa}.{mr}x{nr}" + (f".pf{prefetch}" if prefetch else "") + ".epi"
     found = module.globals.get(name)
     if found is not None:
         return found
@@ -106,7 +102,7 @@ def build_tile_function(module: ir.Module, isa: str, mr: int, nr: int, ldb: int 
             pfn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
 
     def step(k: ir.Value) -> None:
-        brow = b.gep(bp, [b.mul(k, ir.Constant(i64, ldb))])
+        brow = b.gep(bp, [b.mul(k, ir.Constant(i64, nr))])
         bvec = [vload(brow, v * lanes) for v in range(nv)]
         if pfn is not None:
             for line in range(0, nr * 4, 64):
@@ -176,9 +172,9 @@ def build_tile_function(module: ir.Module, isa: str, mr: int, nr: int, ldb: int 
 
 
 @functools.lru_cache(maxsize=None)
-def tile_kernel(isa: str, mr: int, nr: int, ldb: int | None = None, prefetch: int = 0):
+def tile_kernel(isa: str, mr: int, nr: int, prefetch: int = 0):
     """Numba intrinsic ``tile(a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc, bias, bias_off, z, z_off, ldz, epi,
-    lo, hi)`` for one (isa, MR, NR) reading B rows ``ldb`` floats apart (default NR).
+    lo, hi)`` for one (isa, MR, NR); ``prefetch`` > 0: bytes ahead of each B row to prefetch.
 
     ``a``, ``b``, ``c``, ``bias``, ``z`` are float32 arrays of any rank/layout; offsets and strides are in elements
     from each array's data pointer. ``bias`` / ``z`` are read only when ``epi`` has ``EPI_BIAS`` / ``EPI_Z``. The
@@ -187,8 +183,8 @@ def tile_kernel(isa: str, mr: int, nr: int, ldb: int | None = None, prefetch: in
     from numba import types
     from numba.extending import intrinsic
 
-    if isa not in LANES or nr % LANES[isa] or mr < 1 or (ldb is not None and ldb < nr):
-        raise ValueError(f"no fp32 microkernel for isa {isa!r}, {mr}x{nr}, ldb {ldb}")
+    if isa not in LANES or nr % LANES[isa] or mr < 1 or prefetch < 0:
+        raise ValueError(f"no fp32 microkernel for isa {isa!r}, {mr}x{nr}, prefetch {prefetch}")
 
     @intrinsic
     def tile(typingctx, a, a_off, lda, b, b_off, kc, c, c_off, ldc, acc, bias, bias_off, z, z_off, ldz, epi, lo,
@@ -214,15 +210,14 @@ def tile_kernel(isa: str, mr: int, nr: int, ldb: int | None = None, prefetch: in
                 arr = context.make_array(signature.args[idx])(context, builder, args[idx])
                 return builder.gep(builder.bitcast(arr.data, pf), [as64(off_idx)])
 
-            fn = build_tile_function(builder.module, isa, mr, nr, ldb, prefetch)
+            fn = build_tile_function(builder.module, isa, mr, nr, prefetch)
             builder.call(fn, [ptr(0, 1), as64(2), ptr(3, 4), as64(5), ptr(6, 7), as64(8), as64(9),
                               ptr(10, 11), ptr(12, 13), as64(14), as64(15), as32f(16), as32f(17)])
             return context.get_dummy_value()
 
         return sig, codegen
 
-    tile.__name__ = (f"tile_f32_{isa}_{mr}x{nr}" + ("" if ldb is None else f"_ldb{ldb}")
-                     + (f"_pf{prefetch}" if prefetch else ""))
+    tile.__name__ = f"tile_f32_{isa}_{mr}x{nr}" + (f"_pf{prefetch}" if prefetch else "")
     return tile
 
 

@@ -44,13 +44,13 @@ ACT_DIGEST = ""  # sha256 of eltwise_f32.py: act_row is compiled into this modul
 # --- END PARAMS ---
 
 _T_MAIN = tile_kernel(ISA, MR, NR)
-_T_PF = tile_kernel(ISA, MR, NR, None, PF)
+_T_PF = tile_kernel(ISA, MR, NR, PF)
 # thin GEMMs: every tile runs the whole K with its accumulators in registers and prefetches the B stream
-_TT_MAIN = tile_kernel(ISA, THIN_MR, THIN_NR, None, THIN_PF)
-_TT8 = tile_kernel(ISA, 8, THIN_NR, None, THIN_PF)
-_TT4 = tile_kernel(ISA, 4, THIN_NR, None, THIN_PF)
-_TT2 = tile_kernel(ISA, 2, THIN_NR, None, THIN_PF)
-_TT1 = tile_kernel(ISA, 1, THIN_NR, None, THIN_PF)
+_TT_MAIN = tile_kernel(ISA, THIN_MR, THIN_NR, THIN_PF)
+_TT8 = tile_kernel(ISA, 8, THIN_NR, THIN_PF)
+_TT4 = tile_kernel(ISA, 4, THIN_NR, THIN_PF)
+_TT2 = tile_kernel(ISA, 2, THIN_NR, THIN_PF)
+_TT1 = tile_kernel(ISA, 1, THIN_NR, THIN_PF)
 # M tail: shorter tiles, largest first (only those below MR are ever called; the MR > t tests fold away)
 _T8 = tile_kernel(ISA, 8, NR)
 _T4 = tile_kernel(ISA, 4, NR)

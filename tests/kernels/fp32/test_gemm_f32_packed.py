@@ -152,6 +152,24 @@ def test_thin_gemm_gives_the_bits_of_the_regular_one(fma, threads, m, k, n, act)
     _assert_close(G.gemm(a, thin), a, b)
 
 
+def test_prefetch_tiles_prefetch_each_b_line_ahead() -> None:
+    """A ``prefetch`` tile issues one ``llvm.prefetch`` per 64-byte line of the B row (that many bytes ahead) per k
+    step; the plain tile none; both under their own function names."""
+    from llvmlite import ir
+
+    from quantgraph.kernels.intrinsics.fma_f32 import UNROLL, build_tile_function, tile_kernel
+
+    mod = ir.Module()
+    plain, pf = build_tile_function(mod, "avx512", 12, 16), build_tile_function(mod, "avx512", 12, 16, 4096)
+    assert plain.name != pf.name
+    calls = [str(i) for blk in pf.blocks for i in blk.instructions if "llvm.prefetch" in str(i)]
+    assert len(calls) == UNROLL + 1  # 16 floats = one line per k: the unrolled main loop and the remainder loop
+    assert all("i32 0, i32 3, i32 1" in c for c in calls)
+    assert not any("llvm.prefetch" in str(i) for blk in plain.blocks for i in blk.instructions)
+    with pytest.raises(ValueError, match="prefetch"):
+        tile_kernel("avx512", 12, 16, -1)
+
+
 def test_thin_packing_is_refused_by_the_conv_driver(fma) -> None:
     if not fma.thin_nr:
         pytest.skip(f"{fma.name} has no thin GEMM")
