@@ -103,6 +103,38 @@ def test_rnn_f32_kernel_matches_reference(op: str, kw: dict, path: str) -> None:
     assert_close(got, interpreter.run(g, feeds), 1e-5)
 
 
+@pytest.mark.parametrize("op,kw", [("LSTM", dict()), ("GRU", dict(lbr=0)), ("GRU", dict(lbr=1)),
+                                   ("LSTM", dict(direction="bidirectional", layout=1, init=True))])
+def test_batch_of_thin_gemms_gives_the_regular_bits(op: str, kw: dict, monkeypatch) -> None:
+    """A batch of 10 packs R thin (16-column panels) where the rung has the thin GEMM: the same bits as the regular
+    packing, through the LSTM residual, GRU linear_before_reset=0's strided (z, r) columns and layout 1."""
+    from quantgraph.kernels.fp32 import gemm_f32_packed
+
+    monkeypatch.setattr(bind_rnn, "SMALL_BYTES", 0)
+    packed_thin = []
+    pack_b = gemm_f32_packed.pack_b
+
+    def recording_pack_b(b, isa=None, thin=False):
+        packed_thin.append(thin)
+        return pack_b(b, isa, thin)
+
+    monkeypatch.setattr(gemm_f32_packed, "pack_b", recording_pack_b)
+    g, feeds = rnn_graph(op, batch=10, **kw)
+    got, kernels, cm = run_compiled(g, feeds)
+    assert kernels == [F32]
+    assert_close(got, interpreter.run(g, feeds), 1e-5)
+    isa = gemm_f32_packed.select()
+    if isa is None or not isa.thin_nr:
+        assert not any(packed_thin)
+        pytest.skip(f"no thin GEMM on {isa.name if isa else 'this rung'}")
+    # W (the projection, many rows) regular, every R (1 or 2 GEMMs per direction) thin
+    assert packed_thin.count(False) == packed_thin.count(True) // (2 if op == "GRU" and not kw["lbr"] else 1)
+    monkeypatch.setattr(gemm_f32_packed, "THIN_ROWS", (0, 0))
+    regular, _, _ = run_compiled(g, feeds)
+    for t in got:
+        assert np.array_equal(got[t], regular[t]), t
+
+
 @pytest.mark.parametrize("isa", [i for i in ISAS if i in ("avx2", "portable")])
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 def test_rnn_kernels_on_lower_rungs(op: str, isa: str, monkeypatch) -> None:

@@ -278,7 +278,7 @@ def bind(a: np.ndarray, packed: Any, out: np.ndarray, bias: np.ndarray | None = 
     if k == 0:
         return (_zero_then, (out, args))
     if packed.thin:
-        # NOTE: at least 8 tasks, as blocking() makes: prange deals them out in contiguous halves
+        # NOTE: the panels in (up to) 8 tasks, each a contiguous run of B: prange deals them out in contiguous halves
         return (drivers(isa)._thin_driver, args + (max(1, -(-packed.panels // 8)),))
     return (drivers(isa)._gemm_driver, args + blocking(m, packed.n, k, isa))
 

@@ -125,8 +125,9 @@ def test_in_kernel_epilogue_is_bit_identical_to_post_pass(fma, threads, m, k, n,
         assert np.array_equal(got, want), float(np.max(np.abs(got - want)))
 
 
+# (40, 2000, 70): rows x K over PANEL_MAJOR_A, so the regular packing runs K-block-major there and panel-major below
 THIN_SHAPES = [(1, 1, 1), (1, 37, 300), (3, 1, 9), (5, 33, 17), (12, 200, 96), (12, 129, 100), (13, 100, 40),
-               (20, 64, 48), (30, 20, 100)]
+               (20, 64, 48), (30, 20, 100), (40, 2000, 70)]
 
 
 @pytest.mark.parametrize("act", ["none", "relu", "clip", "sigmoid"])
@@ -144,12 +145,26 @@ def test_thin_gemm_gives_the_bits_of_the_regular_one(fma, threads, m, k, n, act)
     alpha, beta = PARAMS.get(act, (0.0, 0.0))
     thin = G.pack_b(b, thin=True)
     assert thin.thin and thin.nr == fma.thin_nr and thin.data.size == thin.panels * k * fma.thin_nr
-    assert G.thin_for(m) == (G.THIN_ROWS[0] <= m <= G.THIN_ROWS[1]) and not G.thin_for(None)
+    assert not G.thin_for(None) and not G.thin_for(0)
     np.testing.assert_array_equal(G.unpack_b(thin), b)
     want = G.gemm(a, G.pack_b(b), bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)
     for got in threads(lambda: G.gemm(a, thin, bias=bias, z=z, act=ACT_CODES[act], alpha=alpha, beta=beta)):
         assert np.array_equal(got, want), float(np.max(np.abs(got - want)))
     _assert_close(G.gemm(a, thin), a, b)
+
+
+def test_thin_gemm_reads_strided_a_out_and_residual(fma) -> None:
+    """Row strides of A, out and z that differ from K and N (the GRU's z = xw[:, :2h] of a wider buffer)."""
+    if not fma.thin_nr:
+        pytest.skip(f"{fma.name} has no thin GEMM")
+    m, k, n = 11, 70, 40
+    abig, zbig, obig = _r(m, k + 9), _r(m, n + 24), np.full((m, n + 5), 7.0, np.float32)
+    a, z, out = abig[:, 3:3 + k], zbig[:, :n], obig[:, 2:2 + n]
+    b, bias = _r(k, n), _r(n)
+    want = G.gemm(np.ascontiguousarray(a), G.pack_b(b), bias=bias, z=np.ascontiguousarray(z))
+    G.gemm(a, G.pack_b(b, thin=True), out=out, bias=bias, z=z)
+    assert np.array_equal(out, want)
+    assert np.all(obig[:, :2] == 7.0) and np.all(obig[:, 2 + n:] == 7.0)  # nothing written beside the slice
 
 
 def test_prefetch_tiles_prefetch_each_b_line_ahead() -> None:
@@ -165,6 +180,9 @@ def test_prefetch_tiles_prefetch_each_b_line_ahead() -> None:
     calls = [str(i) for blk in pf.blocks for i in blk.instructions if "llvm.prefetch" in str(i)]
     assert len(calls) == UNROLL + 1  # 16 floats = one line per k: the unrolled main loop and the remainder loop
     assert all("i32 0, i32 3, i32 1" in c for c in calls)
+    geps = [str(i) for blk in pf.blocks for i in blk.instructions if str(i).lstrip().split("=")[-1].strip()
+            .startswith("getelementptr")]
+    assert sum("i64 1024" in g for g in geps) == len(calls)  # 4096 bytes = 1024 floats past the row
     assert not any("llvm.prefetch" in str(i) for blk in plain.blocks for i in blk.instructions)
     with pytest.raises(ValueError, match="prefetch"):
         tile_kernel("avx512", 12, 16, -1)
