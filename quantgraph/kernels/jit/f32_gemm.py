@@ -163,12 +163,11 @@ def _panel_block(a, r0, lda, rows, bp, k, n, p, k0, out, ldo, tail, bias, z, ldz
 
 
 @njit(error_model="numpy", nogil=True, cache=True, inline="always")
-def _setup(a, out, z, has_bias, has_z, act, alpha, beta):
-    """(lda, ldo, ldz, microkernel epilogue flags, whether they carry the whole epilogue, lo, hi) of a GEMM call."""
+def _setup(out, z, has_bias, has_z, act, alpha, beta):
+    """(ldo, ldz, microkernel epilogue flags, whether they carry the whole epilogue, lo, hi) of a driver call."""
     efl = _epi_flags(has_bias, has_z, act)
     fused = efl >= 0
-    return (a.strides[0] // 4, out.strides[0] // 4, z.strides[0] // 4, efl if fused else 0, fused, np.float32(alpha),
-            np.float32(beta))
+    return out.strides[0] // 4, z.strides[0] // 4, efl if fused else 0, fused, np.float32(alpha), np.float32(beta)
 
 
 @njit(error_model="numpy", nogil=True, cache=True, parallel=True)
@@ -176,7 +175,8 @@ def _gemm_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
     """out[:m, :n] = act(a @ B + bias + z); ``bp`` is B packed ``[npan][k][NR]``; tasks (nmc row chunks of at most
     ``mc`` rows) x (pg panels)."""
     m = a.shape[0]
-    lda, ldo, ldz, efl, fused, lo, hi = _setup(a, out, z, has_bias, has_z, act, alpha, beta)
+    lda = a.strides[0] // 4
+    ldo, ldz, efl, fused, lo, hi = _setup(out, z, has_bias, has_z, act, alpha, beta)
     npan = (n + NR - 1) // NR
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
@@ -230,7 +230,8 @@ def _thin_driver(a, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, p
     """out = act(a @ B + bias + z) for few rows, ``bp`` packed ``[npan][k][THIN_NR]``: tasks of ``pg`` panels, each
     panel once, all rows and the whole K per tile call, so B streams once from L3/memory, in order."""
     m = a.shape[0]
-    lda, ldo, ldz, efl, fused, lo, hi = _setup(a, out, z, has_bias, has_z, act, alpha, beta)
+    lda = a.strides[0] // 4
+    ldo, ldz, efl, fused, lo, hi = _setup(out, z, has_bias, has_z, act, alpha, beta)
     npan = (n + THIN_NR - 1) // THIN_NR
     npg = (npan + pg - 1) // pg
     for t in prange(npg):
@@ -330,14 +331,7 @@ def _conv_driver(x, bp, k, n, out, bias, has_bias, z, has_z, act, alpha, beta, m
     m = out.shape[0]
     cg = x.shape[3]
     ohw = oh * ow
-    ldo = out.strides[0] // 4
-    ldz = z.strides[0] // 4
-    efl = _epi_flags(has_bias, has_z, act)
-    fused = efl >= 0
-    if not fused:
-        efl = 0
-    lo = np.float32(alpha)
-    hi = np.float32(beta)
+    ldo, ldz, efl, fused, lo, hi = _setup(out, z, has_bias, has_z, act, alpha, beta)
     npan = (n + NR - 1) // NR
     npg = (npan + pg - 1) // pg
     for t in prange(nmc * npg):
